@@ -1,0 +1,62 @@
+// The fastconv._cpp extension: one register_* call per concern.
+#include <pybind11/pybind11.h>
+
+#include "cpu_features.h"
+
+namespace py = pybind11;
+
+#ifndef FASTCONV_VERSION
+#define FASTCONV_VERSION "unknown"
+#endif
+#ifndef FASTCONV_CXX_FLAGS
+#define FASTCONV_CXX_FLAGS ""
+#endif
+#ifndef FASTCONV_BUILD_TYPE
+#define FASTCONV_BUILD_TYPE ""
+#endif
+
+namespace {
+
+std::string compiler_name() {
+#if defined(__clang__)
+    return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+    return std::string("gcc ") + __VERSION__;
+#elif defined(_MSC_VER)
+    return "msvc " + std::to_string(_MSC_VER);
+#else
+    return "unknown";
+#endif
+}
+
+void register_info(py::module_& m) {
+    m.def("build_info", [] {
+        py::dict info;
+        info["version"] = FASTCONV_VERSION;
+        info["compiler"] = compiler_name();
+        info["flags"] = FASTCONV_CXX_FLAGS;
+        info["build_type"] = FASTCONV_BUILD_TYPE;
+        info["cplusplus"] = static_cast<long>(__cplusplus);
+        return info;
+    }, "How this extension was built: version, compiler, flags.");
+
+    m.def("cpu_features", [] {
+        const auto& f = fastconv::cpu_features();
+        py::dict d;
+        d["avx2"] = f.avx2;
+        d["fma"] = f.fma;
+        d["avx512f"] = f.avx512f;
+        return d;
+    }, "CPU features detected at run time (CPUID and OS support).");
+
+    m.def("isa_path", [] { return fastconv::isa_path(); },
+          "The SIMD path the kernels use: avx512, avx2 or generic "
+          "(the best the CPU supports, capped by FASTCONV_ISA).");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_cpp, m) {
+    m.doc() = "fastconv's compiled kernels";
+    register_info(m);
+}
