@@ -6,7 +6,6 @@ plus read-only, C-contiguous arrays of the compute dtype. Backends trust both.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,7 +112,7 @@ class PoolSpec:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _int(value, name: str, minimum: int) -> int:

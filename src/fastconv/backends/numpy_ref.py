@@ -1,9 +1,10 @@
 """The NumPy reference backend: the readable definition every backend is tested against.
 
 Everything is vectorised over batch, channels and pixels; the only Python loops
-run over the KH*KW kernel offsets. Convolution is one (batched) matrix product
-of the weights with the unfolded input, laid out so that no large transpose is
-needed: cols[c][kh][kw][n][oh][ow].
+run over the KH*KW kernel offsets. Convolution is a matrix product of the
+weights with the unfolded input, per image, cols[n][c][kh][kw][oh][ow], which
+writes the (N, K, OH, OW) result in place; when images are small, one product
+over the whole batch, cols[c][kh][kw][n][oh][ow], makes better use of BLAS.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ def _pad_index(size: int, before: int, after: int, mode: str) -> np.ndarray:
 def pad(x: np.ndarray, pads, mode: str = "zeros") -> np.ndarray:
     """x (N, C, H, W) padded by (top, bottom, left, right) in PyTorch's padding modes."""
     top, bottom, left, right = pads
+    if not any(pads):
+        return x
     if mode == "zeros":
-        return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+        n, c, h, w = x.shape
+        xp = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
+        xp[:, :, top:top + h, left:left + w] = x
+        return xp
     rows = _pad_index(x.shape[2], top, bottom, mode)
     cols = _pad_index(x.shape[3], left, right, mode)
     return x[:, :, rows[:, None], cols[None, :]]
@@ -69,33 +75,55 @@ def pad_adjoint(grad_padded: np.ndarray, pads, mode: str, h: int, w: int) -> np.
 # ------------------------------------------------------- unfold and fold
 
 
-def unfold(xp: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The padded input unfolded for a matrix product, shape (C, KH, KW, N, OH, OW).
+def windows(xp: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """Every window of the padded input, a strided view (N, C, KH, KW, OH, OW).
 
-    /* cols[c][kh][kw][n][oh][ow] <- xp[n][c][oh*sh + kh*dh][ow*sw + kw*dw] */
+    /* windows[n][c][kh][kw][oh][ow] = xp[n][c][oh*sh + kh*dh][ow*sw + kw*dw] */
     """
-    cols = np.empty((spec.c, spec.kh, spec.kw, spec.n, spec.oh, spec.ow), xp.dtype)
-    xt = xp.transpose(1, 0, 2, 3)
-    for kh, kw, rows, cols_ in _offsets(spec):
-        cols[:, kh, kw] = xt[:, :, rows, cols_]
-    return cols
+    sh, sw = spec.stride
+    dh, dw = spec.dilation
+    n, c, hp, wp = xp.shape
+    s_n, s_c, s_h, s_w = xp.strides
+    return np.lib.stride_tricks.as_strided(
+        xp, shape=(n, c, spec.kh, spec.kw, spec.oh, spec.ow),
+        strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw), writeable=False)
+
+
+def unfold(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The padded input unfolded per image and group, (N, groups, C/groups*KH*KW, OH*OW).
+
+    A copy of `windows`, except for 1x1 kernels with unit stride and no
+    padding, where the input itself already is that matrix.
+    """
+    cols = windows(pad(x, spec.pads, spec.padding_mode), spec)
+    return cols.reshape(spec.n, spec.groups, -1, spec.oh * spec.ow)
+
+
+def unfold_batch(x: np.ndarray, spec: ConvSpec) -> np.ndarray:
+    """The padded input unfolded per group over the whole batch, (groups, C/groups*KH*KW, N*OH*OW)."""
+    cols = windows(pad(x, spec.pads, spec.padding_mode), spec)
+    return cols.transpose(1, 2, 3, 0, 4, 5).reshape(spec.groups, -1, spec.n * spec.oh * spec.ow)
+
+
+# Below this many output pixels per image, one GEMM over the batch beats one per image.
+SMALL_IMAGE = 256
 
 
 def fold(cols: np.ndarray, spec: ConvSpec) -> np.ndarray:
-    """The adjoint of `unfold`: sums cols (C, KH, KW, N, OH, OW) into the padded input.
+    """The adjoint of `windows`: sums cols (N, C, KH, KW, OH, OW) into the padded input.
 
-    /* xp[n][c][oh*sh + kh*dh][ow*sw + kw*dw] += cols[c][kh][kw][n][oh][ow] */
+    /* xp[n][c][oh*sh + kh*dh][ow*sw + kw*dw] += cols[n][c][kh][kw][oh][ow] */
     """
     top, bottom, left, right = spec.pads
-    xt = np.zeros((spec.c, spec.n, spec.h + top + bottom, spec.w + left + right), cols.dtype)
+    xp = np.zeros((spec.n, spec.c, spec.h + top + bottom, spec.w + left + right), cols.dtype)
     for kh, kw, rows, cols_ in _offsets(spec):
-        xt[:, :, rows, cols_] += cols[:, kh, kw]
-    return xt.transpose(1, 0, 2, 3)
+        xp[:, :, rows, cols_] += cols[:, :, kh, kw]
+    return xp
 
 
-def _grouped(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
-    """(C or K, ...) -> (groups, C/groups * ..., N*OH*OW): one matrix per group."""
-    return a.reshape(spec.groups, -1, spec.n * spec.oh * spec.ow)
+def _weights(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:
+    """(K, C/groups, KH, KW) -> one matrix per group, (groups, K/groups, C/groups*KH*KW)."""
+    return weight.reshape(spec.groups, spec.k // spec.groups, -1)
 
 
 # ------------------------------------------------------------- the ops
@@ -103,24 +131,26 @@ def _grouped(spec: ConvSpec, a: np.ndarray) -> np.ndarray:
 
 def conv2d(spec: ConvSpec, x, weight, bias, out) -> None:
     """out (N, K, OH, OW) <- act(weight * x + bias)."""
-    cols = _grouped(spec, unfold(pad(x, spec.pads, spec.padding_mode), spec))
-    w = weight.reshape(spec.groups, spec.k // spec.groups, -1)
-    y = np.matmul(w, cols).reshape(spec.k, spec.n, spec.oh, spec.ow)
+    w = _weights(spec, weight)
+    if spec.oh * spec.ow < SMALL_IMAGE:
+        y = np.matmul(w, unfold_batch(x, spec)).reshape(spec.k, spec.n, spec.oh, spec.ow)
+        np.copyto(out, y.transpose(1, 0, 2, 3))
+    else:
+        y = out.reshape(spec.n, spec.groups, spec.k // spec.groups, spec.oh * spec.ow)
+        np.matmul(w, unfold(x, spec), out=y)
     if bias is not None:
-        y += bias[:, None, None, None]
+        out += bias[:, None, None]
     if spec.activation == "relu":
-        np.maximum(y, 0, out=y)
-    np.copyto(out, y.transpose(1, 0, 2, 3))
+        np.maximum(out, 0, out=out)
 
 
 def conv2d_backward(spec: ConvSpec, grad_out, x, weight):
     """-> (grad_input (N, C, H, W), grad_weight, grad_bias)."""
-    g = _grouped(spec, grad_out.transpose(1, 0, 2, 3))  # (G, K/G, N*OH*OW)
-    cols = _grouped(spec, unfold(pad(x, spec.pads, spec.padding_mode), spec))
-    w = weight.reshape(spec.groups, spec.k // spec.groups, -1)
-    grad_weight = np.matmul(g, cols.transpose(0, 2, 1)).reshape(weight.shape)
-    grad_cols = np.matmul(w.transpose(0, 2, 1), g)  # (G, C/G*KH*KW, N*OH*OW)
-    grad_cols = grad_cols.reshape(spec.c, spec.kh, spec.kw, spec.n, spec.oh, spec.ow)
+    g = grad_out.reshape(spec.n, spec.groups, spec.k // spec.groups, spec.oh * spec.ow)
+    cols = unfold(x, spec)
+    grad_weight = np.matmul(g, cols.transpose(0, 1, 3, 2)).sum(axis=0).reshape(weight.shape)
+    grad_cols = np.matmul(_weights(spec, weight).transpose(0, 2, 1), g)
+    grad_cols = grad_cols.reshape(spec.n, spec.c, spec.kh, spec.kw, spec.oh, spec.ow)
     grad_input = pad_adjoint(fold(grad_cols, spec), spec.pads, spec.padding_mode,
                              spec.h, spec.w)
     grad_bias = grad_out.sum(axis=(0, 2, 3))
@@ -129,15 +159,15 @@ def conv2d_backward(spec: ConvSpec, grad_out, x, weight):
 
 def im2col(spec: ConvSpec, x, out) -> None:
     """out (N*OH*OW, C*KH*KW) <- the textbook's patch matrix."""
-    cols = unfold(pad(x, spec.pads), spec)
+    cols = windows(pad(x, spec.pads), spec)
     np.copyto(out.reshape(spec.n, spec.oh, spec.ow, spec.c, spec.kh, spec.kw),
-              cols.transpose(3, 4, 5, 0, 1, 2))
+              cols.transpose(0, 4, 5, 1, 2, 3))
 
 
 def col2im(spec: ConvSpec, cols, out) -> None:
     """out (N, C, H, W) <- the sum of every patch back at its place."""
     patches = cols.reshape(spec.n, spec.oh, spec.ow, spec.c, spec.kh, spec.kw)
-    xp = fold(patches.transpose(3, 4, 5, 0, 1, 2), spec)
+    xp = fold(patches.transpose(0, 3, 4, 5, 1, 2), spec)
     np.copyto(out, pad_adjoint(xp, spec.pads, "zeros", spec.h, spec.w))
 
 

@@ -1,0 +1,1 @@
+"""Benchmarking support shared by `python -m fastconv bench` and benchmarks/."""
