@@ -136,3 +136,27 @@ def test_threads_default_set_and_env(monkeypatch):
     monkeypatch.setenv("FASTCONV_NUM_THREADS", "zero")
     with pytest.raises(ValueError, match="FASTCONV_NUM_THREADS"):
         fc.get_num_threads()
+
+
+def test_backends_get_a_frozen_spec_and_readonly_contiguous_arrays(monkeypatch):
+    import dataclasses
+
+    from fastconv import _dispatch
+
+    numpy_impl = _dispatch._REGISTRY["numpy"]
+    real = numpy_impl.conv2d
+    seen = {}
+
+    def spy(spec, x, weight, bias, out):
+        for name, a in (("x", x), ("weight", weight), ("bias", bias)):
+            assert a.flags.c_contiguous and not a.flags.writeable, name
+            assert a.dtype == spec.dtype, name
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            spec.groups = 2
+        seen["spec"] = spec
+        return real(spec, x, weight, bias, out)
+
+    monkeypatch.setattr(numpy_impl, "conv2d", spy)
+    x = np.asfortranarray(np.ones((2, 3, 5, 5), np.int16))[:, :, ::-1]  # int16 -> float32
+    fc.conv2d(x, np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.uint8), backend="numpy")
+    assert seen["spec"].dtype == np.float32 and seen["spec"].out_shape == (2, 4, 3, 3)
