@@ -1,5 +1,6 @@
 #include "cpu_features.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -28,18 +29,25 @@ int rank(const char* isa) {
 
 const char* const kIsaNames[] = {"generic", "avx2", "avx512"};
 
-std::string choose_isa() {
+int best_rank() {
     const CpuFeatures& f = cpu_features();
-    int best = 0;
-    if (f.avx2 && f.fma) best = 1;
-    if (best == 1 && f.avx512f) best = 2;
-    // An unknown FASTCONV_ISA value is rejected in Python before it matters;
-    // here it simply does not cap.
+    if (f.avx2 && f.fma) return f.avx512f ? 2 : 1;
+    return 0;
+}
+
+int initial_rank() {
+    int best = best_rank();
+    // An unknown FASTCONV_ISA value is reported by Python; here it does not cap.
     if (const char* cap = std::getenv("FASTCONV_ISA")) {
         int r = rank(cap);
         if (r >= 0 && r < best) best = r;
     }
-    return kIsaNames[best];
+    return best;
+}
+
+std::atomic<int>& current_rank() {
+    static std::atomic<int> r{initial_rank()};
+    return r;
 }
 
 }  // namespace
@@ -49,9 +57,15 @@ const CpuFeatures& cpu_features() {
     return features;
 }
 
-const std::string& isa_path() {
-    static const std::string isa = choose_isa();
-    return isa;
+const char* isa_path() { return kIsaNames[current_rank().load(std::memory_order_relaxed)]; }
+
+const char* best_isa_path() { return kIsaNames[best_rank()]; }
+
+bool set_isa_path(const std::string& isa) {
+    int r = rank(isa.c_str());
+    if (r < 0 || r > best_rank()) return false;
+    current_rank().store(r, std::memory_order_relaxed);
+    return true;
 }
 
 }  // namespace fastconv

@@ -1,6 +1,7 @@
 // The fastconv._cpp extension: one register_* call per concern.
 #include <pybind11/pybind11.h>
 
+#include "bindings.h"
 #include "cpu_features.h"
 
 namespace py = pybind11;
@@ -49,9 +50,13 @@ void register_info(py::module_& m) {
         return d;
     }, "CPU features detected at run time (CPUID and OS support).");
 
-    m.def("isa_path", [] { return fastconv::isa_path(); },
+    m.def("isa_path", [] { return std::string(fastconv::isa_path()); },
           "The SIMD path the kernels use: avx512, avx2 or generic "
-          "(the best the CPU supports, capped by FASTCONV_ISA).");
+          "(at start the best the CPU supports, capped by FASTCONV_ISA).");
+    m.def("best_isa_path", [] { return std::string(fastconv::best_isa_path()); },
+          "The best SIMD path this CPU supports.");
+    m.def("set_isa_path", &fastconv::set_isa_path, py::arg("isa"),
+          "Switch the SIMD path; False if this CPU lacks it. For tests.");
 }
 
 }  // namespace
@@ -59,4 +64,5 @@ void register_info(py::module_& m) {
 PYBIND11_MODULE(_cpp, m) {
     m.doc() = "fastconv's compiled kernels";
     register_info(m);
+    fastconv::register_conv(m);
 }

@@ -7,6 +7,8 @@ is handed. Backends never re-check arguments.
 
 from __future__ import annotations
 
+import numpy as np
+
 OPS = ("conv2d", "conv2d_backward", "max_pool2d", "avg_pool2d", "im2col", "col2im",
        "max_pool2d_backward", "avg_pool2d_backward")
 
@@ -59,6 +61,17 @@ class CppBackend(Backend):
 
     def available(self) -> tuple[bool, str]:
         return self._module is not None, self._reason
+
+    def conv2d(self, spec, x, weight, bias, out) -> None:
+        from . import numpy_ref
+        from .._threads import get_num_threads
+
+        top, _, left, _ = spec.pads
+        if spec.padding_mode != "zeros":  # pad a copy; the kernel pads with zeros only
+            x = np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode))
+            top = left = 0
+        self._module.conv2d(x, weight, bias, out, spec.stride, (top, left), spec.dilation,
+                            spec.groups, spec.activation == "relu", get_num_threads())
 
 
 class NumbaBackend(Backend):

@@ -1,0 +1,198 @@
+#include "conv2d.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "../gemm/ukernel.h"
+
+namespace fastconv {
+
+namespace {
+
+using i64 = std::int64_t;
+
+constexpr i64 kKC = 256;          // GEMM depth per packed block (rows of B)
+constexpr i64 kMC = 120;          // filters per A block (a multiple of every MR)
+constexpr i64 kMaxBlockCols = 512;  // output pixels per work unit
+
+i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+
+// One group's GEMM: C (K/groups x N*OH*OW) = A (K/groups x C/groups*KH*KW) * B.
+struct Gemm {
+    i64 rows;   // K / groups
+    i64 depth;  // C / groups * KH * KW
+    i64 cols;   // N * OH * OW, over the whole batch
+};
+
+/* ap[g][panel][p][r] <- weight[g*Kg + panel*MR + r][p], zero past Kg */
+template <typename T>
+void pack_weights(const ConvShape& s, const Gemm& gm, int mr, const T* weight, T* ap,
+                  int threads) {
+    const i64 panels = ceil_div(gm.rows, mr);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (i64 gp = 0; gp < s.groups * panels; ++gp) {
+        const i64 g = gp / panels, panel = gp % panels;
+        T* dst = ap + gp * gm.depth * mr;
+        for (i64 p = 0; p < gm.depth; ++p) {
+            for (int r = 0; r < mr; ++r) {
+                const i64 row = panel * mr + r;
+                dst[p * mr + r] = row < gm.rows ? weight[(g * gm.rows + row) * gm.depth + p] : T(0);
+            }
+        }
+    }
+}
+
+// Output pixels of one micro-panel that share an image row: columns
+// [first, first + len) of the panel read input row ih0 + kh*dh from column
+// iw0 + kw*dw on, stepping by the stride.
+struct Run {
+    int first, len;
+    i64 image;  // offset of the image's first channel of this group in x
+    i64 ih0, iw0;
+};
+
+void runs_of_panel(const ConvShape& s, i64 j0, int nr, i64 end, i64 group_offset,
+                   std::vector<Run>& runs) {
+    runs.clear();
+    const i64 pixels = s.oh * s.ow;
+    for (i64 j = j0; j < std::min(j0 + nr, end);) {
+        const i64 n = j / pixels, pix = j % pixels;
+        const i64 oh = pix / s.ow, ow = pix % s.ow;
+        const i64 len = std::min({s.ow - ow, j0 + nr - j, end - j});
+        runs.push_back({int(j - j0), int(len), n * s.c * s.h * s.w + group_offset,
+                        oh * s.sh - s.pad_top, ow * s.sw - s.pad_left});
+        j += len;
+    }
+}
+
+/* bp[panel][p][j] <- x[n][g*Cg + c][oh*sh + kh*dh - pt][ow*sw + kw*dw - pl],
+   for p = (c*KH + kh)*KW + kw in [p0, p0 + kc), column j of the panel = pixel
+   (n, oh, ow); zero where the tap falls in the padding or past the last pixel. */
+template <typename T>
+void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, int nr,
+                const std::vector<Run>& runs, T* bp) {
+    const i64 taps = s.kh * s.kw;
+    for (i64 p = p0; p < p0 + kc; ++p, bp += nr) {
+        const i64 c = p / taps, kh = (p % taps) / s.kw, kw = p % s.kw;
+        std::fill(bp, bp + nr, T(0));
+        for (const Run& run : runs) {
+            const i64 ih = run.ih0 + kh * s.dh;
+            if (ih < 0 || ih >= s.h) continue;
+            const T* row = x + run.image + (c * s.h + ih) * s.w;
+            const i64 iw = run.iw0 + kw * s.dw;  // input column of the run's first pixel
+            // pixels t with 0 <= iw + t*sw < w
+            const i64 lo = iw >= 0 ? 0 : ceil_div(-iw, s.sw);
+            const i64 hi = std::min<i64>(run.len, iw < s.w ? ceil_div(s.w - iw, s.sw) : 0);
+            T* dst = bp + run.first;
+            if (s.sw == 1) {
+                if (hi > lo) std::memcpy(dst + lo, row + iw + lo, (hi - lo) * sizeof(T));
+            } else {
+                for (i64 t = lo; t < hi; ++t) dst[t] = row[iw + t * s.sw];
+            }
+        }
+    }
+}
+
+template <typename T>
+struct Workspace {
+    std::vector<T> bp;
+    std::vector<Run> runs;
+    std::vector<T> tile;
+};
+
+// Columns [j0, j0 + nr_eff) of the output, rows [i0, i0 + mr_eff) of group g.
+template <typename T>
+void compute_tile(const ConvShape& s, const UKernel<T>& uk, i64 kc, const T* a, const T* b,
+                  i64 g, i64 i0, int mr_eff, i64 j0, int nr_eff, bool accumulate, bool last,
+                  const T* bias, bool relu, T* out, T* tile) {
+    const i64 pixels = s.oh * s.ow;
+    const i64 k0 = g * (s.k / s.groups) + i0;
+    const i64 n = j0 / pixels, pix = j0 % pixels;
+    const T* tile_bias = last && bias ? bias + k0 : nullptr;
+    const bool tile_relu = last && relu;
+    if (mr_eff == uk.mr && nr_eff == uk.nr && pix + uk.nr <= pixels) {
+        uk.fn(kc, a, b, out + (n * s.k + k0) * pixels + pix, pixels, accumulate, tile_bias,
+              tile_relu);
+        return;
+    }
+    // Edge or image-crossing tile: compute aside, then add where each column lives.
+    uk.fn(kc, a, b, tile, uk.nr, false, nullptr, false);
+    for (int t = 0; t < nr_eff; ++t) {
+        const i64 nt = (j0 + t) / pixels, pt = (j0 + t) % pixels;
+        for (int i = 0; i < mr_eff; ++i) {
+            T& dst = out[(nt * s.k + k0 + i) * pixels + pt];
+            T v = accumulate ? dst + tile[i * uk.nr + t] : tile[i * uk.nr + t];
+            if (tile_bias) v += tile_bias[i];
+            if (tile_relu && v < T(0)) v = T(0);
+            dst = v;
+        }
+    }
+}
+
+}  // namespace
+
+template <typename T>
+void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                 bool relu, int threads) {
+    const UKernel<T> uk = gemm_ukernel<T>();
+    const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
+    const i64 panels = ceil_div(gm.rows, uk.mr);
+    std::vector<T> ap(s.groups * panels * uk.mr * gm.depth);
+    pack_weights(s, gm, uk.mr, weight, ap.data(), threads);
+
+    // Work units: (group, block of output columns). Enough of them to feed
+    // every thread; each unit owns its output tiles, so the sums never depend
+    // on the split.
+    i64 blocks = std::max(ceil_div(gm.cols, kMaxBlockCols), ceil_div(threads, s.groups));
+    if (s.groups == 1) blocks = ceil_div(blocks, threads) * threads;
+    const i64 block_cols = ceil_div(ceil_div(gm.cols, blocks), uk.nr) * uk.nr;
+    blocks = ceil_div(gm.cols, block_cols);
+    const i64 units = s.groups * blocks;
+    const i64 mc = kMC / uk.mr * uk.mr;
+
+#pragma omp parallel num_threads(threads)
+    {
+        Workspace<T> ws;
+        ws.bp.resize(kKC * block_cols);
+        ws.tile.resize(uk.mr * uk.nr);
+#pragma omp for schedule(dynamic)
+        for (i64 unit = 0; unit < units; ++unit) {
+            const i64 g = unit / blocks;
+            const i64 jb = (unit % blocks) * block_cols;
+            const i64 je = std::min(jb + block_cols, gm.cols);
+            const i64 col_panels = ceil_div(je - jb, uk.nr);
+            const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
+            const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
+            for (i64 p0 = 0; p0 < gm.depth; p0 += kKC) {            // depth blocks: pack B
+                const i64 kc = std::min(kKC, gm.depth - p0);
+                for (i64 jp = 0; jp < col_panels; ++jp) {
+                    runs_of_panel(s, jb + jp * uk.nr, uk.nr, je, group_offset, ws.runs);
+                    pack_input(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data() + jp * kc * uk.nr);
+                }
+                const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
+                for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks
+                    const i64 i1 = std::min(i0 + mc, gm.rows);
+                    for (i64 jp = 0; jp < col_panels; ++jp) {            // NR columns
+                        const i64 j0 = jb + jp * uk.nr;
+                        const int nr_eff = int(std::min<i64>(uk.nr, je - j0));
+                        const T* b = ws.bp.data() + jp * kc * uk.nr;
+                        for (i64 i = i0; i < i1; i += uk.mr) {            // MR rows
+                            const T* a = ag + (i / uk.mr) * uk.mr * gm.depth + p0 * uk.mr;
+                            compute_tile(s, uk, kc, a, b, g, i,
+                                         int(std::min<i64>(uk.mr, gm.rows - i)), j0, nr_eff,
+                                         accumulate, last, bias, relu, out, ws.tile.data());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+template void conv2d_gemm<float>(const ConvShape&, const float*, const float*, const float*,
+                                 float*, bool, int);
+template void conv2d_gemm<double>(const ConvShape&, const double*, const double*,
+                                  const double*, double*, bool, int);
+
+}  // namespace fastconv

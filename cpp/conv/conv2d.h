@@ -1,0 +1,27 @@
+// 2-D convolution as an implicit-im2col packed GEMM.
+#pragma once
+
+#include <cstdint>
+
+namespace fastconv {
+
+// Sizes of one convolution; the input is already padded by (pad_top, pad_left)
+// only implicitly: taps outside [0, h) x [0, w) read zero.
+struct ConvShape {
+    std::int64_t n, c, h, w;    // input
+    std::int64_t k, kh, kw;     // filters
+    std::int64_t sh, sw;        // stride
+    std::int64_t pad_top, pad_left;
+    std::int64_t dh, dw;        // dilation
+    std::int64_t groups;
+    std::int64_t oh, ow;        // output
+};
+
+// out (N, K, OH, OW) <- relu?(weight (K, C/groups, KH, KW) * x (N, C, H, W) + bias (K) or 0).
+// All arrays C-contiguous; bias may be null. Uses `threads` threads; the result
+// does not depend on their number.
+template <typename T>
+void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                 bool relu, int threads);
+
+}  // namespace fastconv

@@ -1,0 +1,35 @@
+// GEMM micro-kernels: one MR x NR tile of C from packed panels of A and B.
+#pragma once
+
+#include <cstddef>
+
+namespace fastconv {
+
+// c[i][j] (+)= sum_p a[p][i] * b[p][j] for i < MR, j < NR, c with row stride ldc.
+//   a: kc x MR (packed A micro-panel), b: kc x NR (packed B micro-panel).
+//   The sum starts from zero; with `accumulate` the tile is then added to C
+//   (C + sum), otherwise it replaces C: C is not read when !accumulate.
+//   Epilogue, applied last: + bias[i] when bias != nullptr, then max(., 0) when relu.
+template <typename T>
+using UKernelFn = void (*)(std::ptrdiff_t kc, const T* a, const T* b, T* c, std::ptrdiff_t ldc,
+                           bool accumulate, const T* bias, bool relu);
+
+template <typename T>
+struct UKernel {
+    int mr;
+    int nr;
+    UKernelFn<T> fn;
+    const char* name;
+};
+
+// Per ISA path. Each is defined in its own source file, compiled for that ISA.
+UKernel<float> sgemm_ukernel_generic();
+UKernel<double> dgemm_ukernel_generic();
+UKernel<float> sgemm_ukernel_avx2();
+UKernel<double> dgemm_ukernel_avx2();
+
+// The micro-kernel of the ISA path in force (see cpu_features.h).
+template <typename T>
+UKernel<T> gemm_ukernel();
+
+}  // namespace fastconv
