@@ -30,7 +30,7 @@ def info(_args) -> int:
     print("backends (auto's order of preference):")
     for name, b in fc.backends().items():
         print(f"  {name:<6} {'available' if b.available else 'unavailable: ' + b.reason}")
-    from .backends import CppBackend
+    from .backends.cpp_backend import CppBackend
 
     cpp = CppBackend().module
     if cpp is not None:

@@ -7,7 +7,9 @@ import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
-from .backends import Backend, CppBackend, NumbaBackend, NumpyBackend
+from .backends import Backend, NumpyBackend
+from .backends.cpp_backend import CppBackend
+from .backends.numba_backend import NumbaBackend
 
 # auto's order of preference, until measured rules exist.
 _REGISTRY: dict[str, Backend] = {b.name: b for b in (CppBackend(), NumbaBackend(), NumpyBackend())}

@@ -245,8 +245,9 @@ def avg_pool2d(spec: PoolSpec, x, out) -> None:
     """out <- window sums / divisor."""
     total = np.zeros(out.shape, out.dtype)
     xp = pad(x, _pool_pads(spec))
-    for rows, cols, _, _ in _pool_taps(spec):
-        total += xp[:, :, rows, cols]
+    with np.errstate(invalid="ignore"):  # inf + -inf is NaN, quietly, as in PyTorch
+        for rows, cols, _, _ in _pool_taps(spec):
+            total += xp[:, :, rows, cols]
     np.divide(total, _avg_divisor(spec), out=out, casting="unsafe")
 
 
