@@ -3,8 +3,13 @@
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
+#include <array>
+#include <cstdint>
+#include <optional>
 #include <stdexcept>
+#include <type_traits>
 #include <string>
 
 namespace fastconv {
@@ -21,5 +26,6 @@ inline void require(bool ok, const char* what) {
 }
 
 void register_conv(py::module_& m);
+void register_pool(py::module_& m);
 
 }  // namespace fastconv

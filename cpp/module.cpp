@@ -65,4 +65,5 @@ PYBIND11_MODULE(_cpp, m) {
     m.doc() = "fastconv's compiled kernels";
     register_info(m);
     fastconv::register_conv(m);
+    fastconv::register_pool(m);
 }

@@ -1,53 +1,141 @@
-// Python bindings of the convolution kernels.
-#include <optional>
-
-#include <pybind11/stl.h>
+// Python bindings of the convolution and unfolding kernels.
+#include <string>
 
 #include "../bindings.h"
+#include "../direct/direct.h"
 #include "conv2d.h"
+#include "unfold.h"
 
 namespace fastconv {
 
 namespace {
 
-template <typename T>
-void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<carray<T>>& bias,
-            carray<T>& out, std::array<std::int64_t, 2> stride,
-            std::array<std::int64_t, 2> pad_top_left, std::array<std::int64_t, 2> dilation,
-            std::int64_t groups, bool relu, int threads) {
-    require(x.ndim() == 4 && weight.ndim() == 4 && out.ndim() == 4, "x, weight, out must be 4-D");
-    ConvShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3),
-                weight.shape(0), weight.shape(2), weight.shape(3),
-                stride[0], stride[1], pad_top_left[0], pad_top_left[1],
-                dilation[0], dilation[1], groups, out.shape(2), out.shape(3)};
-    require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0 &&
-                weight.shape(1) * groups == s.c, "channels and groups disagree");
-    require(out.shape(0) == s.n && out.shape(1) == s.k, "out has the wrong shape");
-    require(s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1 && threads >= 1,
-            "stride, dilation and threads must be >= 1");
-    require(s.oh >= 1 && s.ow >= 1, "out must have OH, OW >= 1");  // taps are bounds-checked
-    require(!bias || (bias->ndim() == 1 && bias->shape(0) == s.k), "bias must be (K,)");
-    const T* b = bias ? bias->data() : nullptr;
-    T* o = out.mutable_data();
-    py::gil_scoped_release release;
-    conv2d_gemm<T>(s, x.data(), weight.data(), b, o, relu, threads);
+using Pair = std::array<std::int64_t, 2>;
+
+// The shape of a convolution of x (N, C, H, W) by a (K, C/groups, KH, KW) kernel
+// with output (OH, OW); checks only what keeps the kernels inside their arrays.
+ConvShape conv_shape(const py::array& x, std::int64_t k, Pair kernel, Pair stride, Pair pad,
+                     Pair dilation, std::int64_t groups, Pair out_size) {
+    require(x.ndim() == 4, "x must be 4-D");
+    ConvShape s{x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, kernel[0], kernel[1],
+                stride[0], stride[1], pad[0], pad[1], dilation[0], dilation[1], groups,
+                out_size[0], out_size[1]};
+    require(s.kh >= 1 && s.kw >= 1 && s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1,
+            "kernel, stride and dilation must be >= 1");
+    require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0, "groups must divide C and K");
+    require(s.oh >= 1 && s.ow >= 1 && s.pad_top >= 0 && s.pad_left >= 0,
+            "bad output size or padding");  // taps themselves are bounds-checked
+    return s;
+}
+
+void require_shape(const py::array& a, std::initializer_list<std::int64_t> shape,
+                   const char* what) {
+    bool ok = a.ndim() == py::ssize_t(shape.size());
+    int i = 0;
+    for (auto d : shape) ok = ok && a.shape(i++) == d;
+    require(ok, what);
 }
 
 template <typename T>
-void def_conv2d(py::module_& m) {
+void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<carray<T>>& bias,
+            carray<T>& out, Pair stride, Pair pad_top_left, Pair dilation, std::int64_t groups,
+            bool relu, int threads, const std::string& kernel) {
+    require(weight.ndim() == 4 && out.ndim() == 4, "weight and out must be 4-D");
+    const ConvShape s = conv_shape(x, weight.shape(0), {weight.shape(2), weight.shape(3)},
+                                   stride, pad_top_left, dilation, groups,
+                                   {out.shape(2), out.shape(3)});
+    require(weight.shape(1) * groups == s.c, "weight's channels and groups disagree with x");
+    require_shape(out, {s.n, s.k, s.oh, s.ow}, "out has the wrong shape");
+    require(!bias || (bias->ndim() == 1 && bias->shape(0) == s.k), "bias must be (K,)");
+    require(threads >= 1, "threads must be >= 1");
+    const bool pointwise = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 &&
+                           s.pad_left == 0 && s.oh == s.h && s.ow == s.w;
+    require(kernel == "gemm" || kernel == "direct" || (kernel == "1x1" && pointwise),
+            "kernel must be gemm, direct, or 1x1 (for a 1x1 kernel, stride 1, no padding)");
+    const T* b = bias ? bias->data() : nullptr;
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    if (kernel == "direct")
+        direct_kernels<T>().conv(s, x.data(), weight.data(), b, o, relu, threads);
+    else if (kernel == "1x1")
+        conv2d_1x1<T>(s, x.data(), weight.data(), b, o, relu, threads);
+    else
+        conv2d_gemm<T>(s, x.data(), weight.data(), b, o, relu, threads);
+}
+
+template <typename T>
+void conv2d_backward(const carray<T>& grad_out, const carray<T>& x, const carray<T>& weight,
+                     carray<T>& grad_input, carray<T>& grad_weight, carray<T>& grad_bias,
+                     Pair stride, Pair pad_top_left, Pair dilation, std::int64_t groups,
+                     int threads) {
+    require(weight.ndim() == 4 && grad_out.ndim() == 4, "weight and grad_out must be 4-D");
+    const ConvShape s = conv_shape(x, weight.shape(0), {weight.shape(2), weight.shape(3)},
+                                   stride, pad_top_left, dilation, groups,
+                                   {grad_out.shape(2), grad_out.shape(3)});
+    require(weight.shape(1) * groups == s.c, "weight's channels and groups disagree with x");
+    require_shape(grad_out, {s.n, s.k, s.oh, s.ow}, "grad_out has the wrong shape");
+    require_shape(grad_input, {s.n, s.c, s.h, s.w}, "grad_input has the wrong shape");
+    require_shape(grad_weight, {s.k, s.c / groups, s.kh, s.kw}, "grad_weight has the wrong shape");
+    require_shape(grad_bias, {s.k}, "grad_bias has the wrong shape");
+    require(threads >= 1, "threads must be >= 1");
+    T* gi = grad_input.mutable_data();
+    T* gw = grad_weight.mutable_data();
+    T* gb = grad_bias.mutable_data();
+    py::gil_scoped_release release;
+    fastconv::conv2d_backward<T>(s, grad_out.data(), x.data(), weight.data(), gi, gw, gb, threads);
+}
+
+template <typename T>
+void im2col(const carray<T>& x, carray<T>& out, Pair kernel, Pair stride, Pair pad_top_left,
+            Pair dilation, Pair out_size, int threads) {
+    const ConvShape s = conv_shape(x, 1, kernel, stride, pad_top_left, dilation, 1, out_size);
+    require_shape(out, {s.n * s.oh * s.ow, s.c * s.kh * s.kw}, "out has the wrong shape");
+    require(threads >= 1, "threads must be >= 1");
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    im2col_rows<T>(s, x.data(), o, threads);
+}
+
+template <typename T>
+void col2im(const carray<T>& cols, carray<T>& out, Pair kernel, Pair stride, Pair pad_top_left,
+            Pair dilation, Pair out_size, int threads) {
+    const ConvShape s = conv_shape(out, 1, kernel, stride, pad_top_left, dilation, 1, out_size);
+    require_shape(cols, {s.n * s.oh * s.ow, s.c * s.kh * s.kw}, "cols has the wrong shape");
+    require(threads >= 1, "threads must be >= 1");
+    T* o = out.mutable_data();
+    py::gil_scoped_release release;
+    col2im_rows<T>(s, cols.data(), o, threads);
+}
+
+template <typename T>
+void def_conv(py::module_& m) {
     m.def("conv2d", &conv2d<T>, py::arg("x").noconvert(), py::arg("weight").noconvert(),
           py::arg("bias").noconvert(), py::arg("out").noconvert(), py::arg("stride"),
           py::arg("pad_top_left"), py::arg("dilation"), py::arg("groups"), py::arg("relu"),
-          py::arg("threads"),
-          "out (N, K, OH, OW) <- relu?(conv(x, weight) + bias): implicit-im2col GEMM, "
-          "zero padding (top, left) implied by the output size.");
+          py::arg("threads"), py::arg("kernel") = "gemm",
+          "out (N, K, OH, OW) <- relu?(conv(x, weight) + bias), zero padding (top, left) "
+          "implied by the output size. kernel: gemm (implicit im2col), direct, or 1x1.");
+    m.def("conv2d_backward", &conv2d_backward<T>, py::arg("grad_out").noconvert(),
+          py::arg("x").noconvert(), py::arg("weight").noconvert(),
+          py::arg("grad_input").noconvert(), py::arg("grad_weight").noconvert(),
+          py::arg("grad_bias").noconvert(), py::arg("stride"), py::arg("pad_top_left"),
+          py::arg("dilation"), py::arg("groups"), py::arg("threads"),
+          "grad_input, grad_weight, grad_bias <- the gradients of conv2d (zero padding).");
+    m.def("im2col", &im2col<T>, py::arg("x").noconvert(), py::arg("out").noconvert(),
+          py::arg("kernel"), py::arg("stride"), py::arg("pad_top_left"), py::arg("dilation"),
+          py::arg("out_size"), py::arg("threads"),
+          "out (N*OH*OW, C*KH*KW) <- the textbook's patch matrix of x (zero padding).");
+    m.def("col2im", &col2im<T>, py::arg("cols").noconvert(), py::arg("out").noconvert(),
+          py::arg("kernel"), py::arg("stride"), py::arg("pad_top_left"), py::arg("dilation"),
+          py::arg("out_size"), py::arg("threads"),
+          "out (N, C, H, W) <- the adjoint of im2col: patches summed back in place.");
 }
 
 }  // namespace
 
 void register_conv(py::module_& m) {
-    def_conv2d<float>(m);
-    def_conv2d<double>(m);
+    def_conv<float>(m);
+    def_conv<double>(m);
 }
 
 }  // namespace fastconv

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <vector>
 
+#include "../direct/direct.h"
 #include "../gemm/ukernel.h"
 
 namespace fastconv {
@@ -138,6 +139,7 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
     const UKernel<T> uk = gemm_ukernel<T>();
     const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
     const i64 panels = ceil_div(gm.rows, uk.mr);
+    threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
     std::vector<T> ap(s.groups * panels * uk.mr * gm.depth);
     pack_weights(s, gm, uk.mr, weight, ap.data(), threads);
 

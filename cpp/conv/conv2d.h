@@ -25,3 +25,21 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
                  bool relu, int threads);
 
 }  // namespace fastconv
+
+namespace fastconv {
+
+// Gradients of conv2d (without activation) for grad_out (N, K, OH, OW):
+// grad_input (N, C, H, W) through the adjoint of im2col, grad_weight through
+// a GEMM over each image's im2col matrix (images summed in order), grad_bias
+// (K). The workspace is two im2col matrices of one image.
+template <typename T>
+void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
+                     T* grad_input, T* grad_weight, T* grad_bias, int threads);
+
+// conv2d for a 1x1 kernel, stride 1, no padding: per image and group, a GEMM
+// whose B matrix is the input itself.
+template <typename T>
+void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out, bool relu,
+                int threads);
+
+}  // namespace fastconv

@@ -1,0 +1,139 @@
+#include "unfold.h"
+
+#include <algorithm>
+
+#include "../direct/direct.h"
+
+namespace fastconv {
+
+namespace {
+
+using i64 = std::int64_t;
+
+// Outputs o in [lo, hi) of [0, out) whose input index o*stride + offset lies in [0, size).
+struct Range {
+    i64 lo, hi;
+};
+
+Range valid(i64 out, i64 size, i64 stride, i64 offset) {
+    const i64 lo = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    const i64 lim = size - 1 - offset;  // o*stride <= lim
+    const i64 hi = lim < 0 ? 0 : std::min(lim / stride + 1, out);
+    return {std::min(lo, hi), hi};
+}
+
+i64 taps(const ConvShape& s) { return s.kh * s.kw; }
+
+}  // namespace
+
+template <typename T>
+void im2col_rows(const ConvShape& s, const T* x, T* out, int threads) {
+    const i64 width = s.c * taps(s);
+    const int nt = threads_for(s.n * s.oh * s.ow * width, s.n * s.oh, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i64 row = 0; row < s.n * s.oh; ++row) {
+        const i64 n = row / s.oh, oh = row % s.oh;
+        T* dst = out + row * s.ow * width;
+        for (i64 c = 0; c < s.c; ++c) {
+            for (i64 kh = 0; kh < s.kh; ++kh) {
+                const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
+                const bool inside = ih >= 0 && ih < s.h;
+                const T* src = x + ((n * s.c + c) * s.h + (inside ? ih : 0)) * s.w;
+                for (i64 kw = 0; kw < s.kw; ++kw) {
+                    const i64 col = (c * s.kh + kh) * s.kw + kw;
+                    const i64 offset = kw * s.dw - s.pad_left;
+                    const Range r = inside ? valid(s.ow, s.w, s.sw, offset) : Range{0, 0};
+                    for (i64 ow = 0; ow < r.lo; ++ow) dst[ow * width + col] = T(0);
+                    for (i64 ow = r.lo; ow < r.hi; ++ow)
+                        dst[ow * width + col] = src[ow * s.sw + offset];
+                    for (i64 ow = r.hi; ow < s.ow; ++ow) dst[ow * width + col] = T(0);
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads) {
+    const i64 width = s.c * taps(s);
+    const int nt = threads_for(s.n * s.oh * s.ow * width, s.n * s.c, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i64 plane = 0; plane < s.n * s.c; ++plane) {
+        const i64 n = plane / s.c, c = plane % s.c;
+        T* dst = out + plane * s.h * s.w;
+        std::fill(dst, dst + s.h * s.w, T(0));
+        for (i64 kh = 0; kh < s.kh; ++kh) {
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                const i64 col = (c * s.kh + kh) * s.kw + kw;
+                const i64 offset = kw * s.dw - s.pad_left;
+                const Range r = valid(s.ow, s.w, s.sw, offset);
+                for (i64 oh = 0; oh < s.oh; ++oh) {
+                    const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
+                    if (ih < 0 || ih >= s.h) continue;
+                    const T* src = cols + (n * s.oh + oh) * s.ow * width + col;
+                    T* row = dst + ih * s.w + offset;
+                    for (i64 ow = r.lo; ow < r.hi; ++ow) row[ow * s.sw] += src[ow * width];
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void unfold_image(const ConvShape& s, const T* image, T* cols, int threads) {
+    const i64 rows = s.c * taps(s), pixels = s.oh * s.ow;
+    const int nt = threads_for(rows * pixels, rows, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i64 r = 0; r < rows; ++r) {
+        const i64 c = r / taps(s), kh = (r / s.kw) % s.kh, kw = r % s.kw;
+        const i64 offset = kw * s.dw - s.pad_left;
+        const Range cr = valid(s.ow, s.w, s.sw, offset);
+        T* dst = cols + r * pixels;
+        for (i64 oh = 0; oh < s.oh; ++oh, dst += s.ow) {
+            const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
+            if (ih < 0 || ih >= s.h) {
+                std::fill(dst, dst + s.ow, T(0));
+                continue;
+            }
+            const T* src = image + (c * s.h + ih) * s.w + offset;
+            std::fill(dst, dst + cr.lo, T(0));
+            for (i64 ow = cr.lo; ow < cr.hi; ++ow) dst[ow] = src[ow * s.sw];
+            std::fill(dst + cr.hi, dst + s.ow, T(0));
+        }
+    }
+}
+
+template <typename T>
+void fold_image(const ConvShape& s, const T* cols, T* image, int threads) {
+    const i64 pixels = s.oh * s.ow;
+    const int nt = threads_for(s.c * taps(s) * pixels, s.c, threads);
+#pragma omp parallel for num_threads(nt) schedule(static)
+    for (i64 c = 0; c < s.c; ++c) {
+        T* plane = image + c * s.h * s.w;
+        std::fill(plane, plane + s.h * s.w, T(0));
+        for (i64 kh = 0; kh < s.kh; ++kh) {
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                const i64 offset = kw * s.dw - s.pad_left;
+                const Range cr = valid(s.ow, s.w, s.sw, offset);
+                const T* src = cols + ((c * s.kh + kh) * s.kw + kw) * pixels;
+                for (i64 oh = 0; oh < s.oh; ++oh, src += s.ow) {
+                    const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
+                    if (ih < 0 || ih >= s.h) continue;
+                    T* row = plane + ih * s.w + offset;
+                    for (i64 ow = cr.lo; ow < cr.hi; ++ow) row[ow * s.sw] += src[ow];
+                }
+            }
+        }
+    }
+}
+
+#define FASTCONV_UNFOLD(T)                                                       \
+    template void im2col_rows<T>(const ConvShape&, const T*, T*, int);           \
+    template void col2im_rows<T>(const ConvShape&, const T*, T*, int);           \
+    template void unfold_image<T>(const ConvShape&, const T*, T*, int);          \
+    template void fold_image<T>(const ConvShape&, const T*, T*, int);
+FASTCONV_UNFOLD(float)
+FASTCONV_UNFOLD(double)
+#undef FASTCONV_UNFOLD
+
+}  // namespace fastconv

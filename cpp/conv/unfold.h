@@ -1,0 +1,27 @@
+// im2col and its adjoint, in the textbook's layout (for fastconv.im2col) and
+// per image in the GEMM's layout (for the gradients). Zero padding is implied
+// by the ConvShape's pad_top/pad_left and output size; k and groups are unused.
+#pragma once
+
+#include "conv2d.h"
+
+namespace fastconv {
+
+/* out[(n*OH + oh)*OW + ow][(c*KH + kh)*KW + kw] <- x[n][c][ih][iw] or 0 */
+template <typename T>
+void im2col_rows(const ConvShape& s, const T* x, T* out, int threads);
+
+/* out[n][c][ih][iw] <- sum of cols[(n*OH + oh)*OW + ow][(c*KH + kh)*KW + kw] over the
+   taps that read it (the adjoint of im2col_rows) */
+template <typename T>
+void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads);
+
+/* cols[(c*KH + kh)*KW + kw][oh*OW + ow] <- image[c][ih][iw] or 0, one image */
+template <typename T>
+void unfold_image(const ConvShape& s, const T* image, T* cols, int threads);
+
+/* image[c][ih][iw] <- sum of cols[(c*KH + kh)*KW + kw][oh*OW + ow] (adjoint of unfold_image) */
+template <typename T>
+void fold_image(const ConvShape& s, const T* cols, T* image, int threads);
+
+}  // namespace fastconv

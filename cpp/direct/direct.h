@@ -1,0 +1,73 @@
+// Direct (non-GEMM) kernels: pooling and small-group convolution, vectorised
+// along the output row. Compiled once per ISA path (direct_<isa>.cpp), picked
+// at run time by direct_kernels<T>().
+#pragma once
+
+#include <cstdint>
+
+#include "../conv/conv2d.h"
+
+namespace fastconv {
+
+// One pooling call over `planes` = N*C input planes of H x W. Padding is
+// implied: taps outside [0, h) x [0, w) are skipped. Every window holds at
+// least one input element (checked in Python).
+struct PoolShape {
+    std::int64_t planes, h, w;
+    std::int64_t kh, kw, sh, sw, ph, pw, dh, dw;
+    std::int64_t oh, ow;
+};
+
+// How avg pooling divides: by divisor_override when > 0, else by the window
+// clipped to the padded input (count_include_pad) or to the input itself.
+struct AvgDivisor {
+    std::int64_t override_value;
+    bool count_include_pad;
+};
+
+template <typename T>
+struct DirectKernels {
+    // out (planes, OH, OW) <- window maxima; indices (nullable) <- h*W + w of
+    // each: the first NaN wins, then the first maximum (row-major window order).
+    void (*max_pool)(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int threads);
+    // out <- window sums (row-major tap order, from zero) / divisor.
+    void (*avg_pool)(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int threads);
+    // conv2d by direct loops, for few channels per group: sums in (c, kh, kw) order.
+    void (*conv)(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                 bool relu, int threads);
+    const char* isa;
+};
+
+namespace generic {
+template <typename T>
+DirectKernels<T> direct_kernels();
+}
+namespace avx2 {
+template <typename T>
+DirectKernels<T> direct_kernels();
+}
+
+// The kernels of the ISA path in force (see cpu_features.h).
+template <typename T>
+DirectKernels<T> direct_kernels();
+
+// Threads worth starting for `work` multiply-adds (or compares) split into
+// `units` independent pieces: one for small calls, where waking a team costs
+// more than it saves.
+int threads_for(std::int64_t work, std::int64_t units, int threads);
+
+}  // namespace fastconv
+
+namespace fastconv {
+
+// grad_input (planes, H, W) <- grad_out scattered to the max pooling indices.
+template <typename T>
+void max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
+                       T* grad_input, int threads);
+
+// grad_input <- each grad_out / divisor spread over its window (no dilation).
+template <typename T>
+void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_out, T* grad_input,
+                       int threads);
+
+}  // namespace fastconv

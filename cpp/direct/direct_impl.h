@@ -1,0 +1,289 @@
+// The direct kernels' code, included once per ISA path by direct_<isa>.cpp
+// with FASTCONV_ISA_NS naming the path. Everything here lives in that
+// namespace and calls no inline library code, so no function compiled for
+// one path can stand in for another's at link time.
+#include <omp.h>
+
+#include <cstdint>
+#include <new>
+
+#include "direct.h"
+
+namespace fastconv {
+namespace FASTCONV_ISA_NS {
+
+namespace {
+
+using i64 = std::int64_t;
+
+inline i64 min_(i64 a, i64 b) { return a < b ? a : b; }
+inline i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }  // a >= 0, b > 0
+
+// Outputs [first, last) of a row whose taps 0..k-1 all fall inside [0, size).
+struct Span {
+    i64 first, last;
+};
+
+inline Span inside_span(i64 out, i64 size, i64 k, i64 stride, i64 pad, i64 dilation) {
+    const i64 lim = size - 1 + pad - (k - 1) * dilation;  // o*stride <= lim
+    i64 last = lim < 0 ? 0 : min_(lim / stride + 1, out);
+    i64 first = min_(ceil_div(pad, stride), last);
+    return {first, last};
+}
+
+// Work units: planes x row blocks, enough row blocks that batch 1 is parallel too.
+struct Units {
+    i64 row_blocks, rows_per_block, count;
+};
+
+inline Units split_rows(i64 planes, i64 rows, int threads) {
+    i64 blocks = planes >= 4 * threads ? 1 : min_(ceil_div(4 * threads, planes), rows);
+    const i64 per = ceil_div(rows, blocks);
+    blocks = ceil_div(rows, per);
+    return {blocks, per, planes * blocks};
+}
+
+// Tap records for max pooling: the offset of the tap in the plane relative to
+// the window's first position, in an integer as wide as T (so that the
+// comparison and the selection vectorise together).
+template <typename T> struct TapInt;
+template <> struct TapInt<float> { using type = std::int32_t; };
+template <> struct TapInt<double> { using type = std::int64_t; };
+
+// SW: the stride along the row when known at compile time (strided loads then
+// vectorise as loads and shuffles instead of gathers), 0 when not.
+template <typename T, int SW>
+void max_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __restrict best,
+                  typename TapInt<T>::type* __restrict tap, T* __restrict out,
+                  std::int64_t* __restrict indices) {
+    using I = typename TapInt<T>::type;
+    const i64 ih0 = oh * s.sh - s.ph;
+    const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pw, s.dw);
+    const i64 sw = SW ? SW : s.sw;
+    bool first = true;
+    for (i64 kh = 0; kh < s.kh; ++kh) {
+        const i64 ih = ih0 + kh * s.dh;
+        if (ih < 0 || ih >= s.h) continue;
+        for (i64 kw = 0; kw < s.kw; ++kw) {
+            const T* __restrict src = plane + ih * s.w - s.pw + kw * s.dw;
+            const I t = I(kh * s.dh * s.w + kw * s.dw);
+            if (first) {
+                for (i64 o = in.first; o < in.last; ++o) {
+                    best[o] = src[o * sw];
+                    tap[o] = t;
+                }
+            } else {
+                for (i64 o = in.first; o < in.last; ++o) {
+                    const T v = src[o * sw];
+                    const T b = best[o];
+                    const I old = tap[o];
+                    // branch-free, so that it vectorises into compares and blends
+                    const bool take = (v > b) | ((v != v) & (b == b));
+                    best[o] = take ? v : b;
+                    tap[o] = take ? t : old;
+                }
+            }
+            first = false;
+        }
+    }
+    // Columns whose window reaches into the padding: the same rule, tap by tap.
+    for (i64 o = 0; o < s.ow; ++o) {
+        if (o == in.first && in.last > in.first) o = in.last;
+        if (o >= s.ow) break;
+        bool seen = false;
+        for (i64 kh = 0; kh < s.kh; ++kh) {
+            const i64 ih = ih0 + kh * s.dh;
+            if (ih < 0 || ih >= s.h) continue;
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                const i64 iw = o * sw - s.pw + kw * s.dw;
+                if (iw < 0 || iw >= s.w) continue;
+                const T v = plane[ih * s.w + iw];
+                if (!seen || v > best[o] || (v != v && best[o] == best[o])) {
+                    best[o] = v;
+                    tap[o] = I(kh * s.dh * s.w + kw * s.dw);
+                }
+                seen = true;
+            }
+        }
+    }
+    for (i64 o = 0; o < s.ow; ++o) out[o] = best[o];
+    if (indices) {
+        const i64 origin = ih0 * s.w - s.pw;
+        for (i64 o = 0; o < s.ow; ++o) indices[o] = origin + o * sw + i64(tap[o]);
+    }
+}
+
+template <typename T>
+void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int threads) {
+    using I = typename TapInt<T>::type;
+    const Units u = split_rows(s.planes, s.oh, threads);
+    const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
+#pragma omp parallel num_threads(nt)
+    {
+        T* best = new T[s.ow];
+        I* tap = new I[s.ow];
+#pragma omp for schedule(static)
+        for (i64 unit = 0; unit < u.count; ++unit) {
+            const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
+            const T* plane = x + p * s.h * s.w;
+            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
+                const i64 at = (p * s.oh + oh) * s.ow;
+                std::int64_t* idx = indices ? indices + at : nullptr;
+                if (s.sw == 1)
+                    max_pool_row<T, 1>(s, plane, oh, best, tap, out + at, idx);
+                else if (s.sw == 2)
+                    max_pool_row<T, 2>(s, plane, oh, best, tap, out + at, idx);
+                else
+                    max_pool_row<T, 0>(s, plane, oh, best, tap, out + at, idx);
+            }
+        }
+        delete[] best;
+        delete[] tap;
+    }
+}
+
+// Window size along one axis for output o, as PyTorch counts it.
+inline i64 avg_count(i64 o, i64 size, i64 k, i64 stride, i64 pad, bool include_pad) {
+    const i64 start = o * stride - pad;
+    const i64 end = min_(start + k, size + pad);
+    if (include_pad) return end - start;
+    return min_(end, size) - (start > 0 ? start : 0);
+}
+
+template <typename T, int SW>
+void avg_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __restrict sum) {
+    const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pw, s.dw);
+    const i64 sw = SW ? SW : s.sw;
+    const i64 ih0 = oh * s.sh - s.ph;
+    for (i64 o = 0; o < s.ow; ++o) sum[o] = T(0);
+    for (i64 kh = 0; kh < s.kh; ++kh) {
+        const i64 ih = ih0 + kh * s.dh;
+        if (ih < 0 || ih >= s.h) continue;
+        for (i64 kw = 0; kw < s.kw; ++kw) {
+            const T* __restrict src = plane + ih * s.w - s.pw + kw * s.dw;
+            for (i64 o = in.first; o < in.last; ++o) sum[o] += src[o * sw];
+            for (i64 o = 0; o < s.ow; ++o) {  // windows in the padding
+                if (o == in.first && in.last > in.first) o = in.last;
+                if (o >= s.ow) break;
+                const i64 iw = o * sw - s.pw + kw * s.dw;
+                if (iw >= 0 && iw < s.w) sum[o] += plane[ih * s.w + iw];
+            }
+        }
+    }
+}
+
+template <typename T>
+void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int threads) {
+    const Units u = split_rows(s.planes, s.oh, threads);
+    const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
+#pragma omp parallel num_threads(nt)
+    {
+        T* sum = new T[s.ow];
+        T* cols = new T[s.ow];  // the divisor's column factor
+        for (i64 o = 0; o < s.ow; ++o)
+            cols[o] = d.override_value > 0
+                          ? T(1)
+                          : T(avg_count(o, s.w, s.kw, s.sw, s.pw, d.count_include_pad));
+#pragma omp for schedule(static)
+        for (i64 unit = 0; unit < u.count; ++unit) {
+            const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
+            const T* plane = x + p * s.h * s.w;
+            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
+                if (s.sw == 1)
+                    avg_pool_row<T, 1>(s, plane, oh, sum);
+                else if (s.sw == 2)
+                    avg_pool_row<T, 2>(s, plane, oh, sum);
+                else
+                    avg_pool_row<T, 0>(s, plane, oh, sum);
+                const T rows = d.override_value > 0
+                                   ? T(d.override_value)
+                                   : T(avg_count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad));
+                T* dst = out + (p * s.oh + oh) * s.ow;
+                for (i64 o = 0; o < s.ow; ++o) dst[o] = sum[o] / (rows * cols[o]);
+            }
+        }
+        delete[] sum;
+        delete[] cols;
+    }
+}
+
+// acc[o] <- sum over (c, kh, kw) of weight * input, for output row oh of one filter.
+template <typename T, int SW>
+void conv_row(const ConvShape& s, const T* __restrict image, const T* __restrict filter, i64 oh,
+              T* __restrict acc) {
+    const i64 cg = s.c / s.groups;
+    const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pad_left, s.dw);
+    const i64 sw = SW ? SW : s.sw;
+    const i64 ih0 = oh * s.sh - s.pad_top;
+    for (i64 o = 0; o < s.ow; ++o) acc[o] = T(0);
+    for (i64 c = 0; c < cg; ++c) {
+        for (i64 kh = 0; kh < s.kh; ++kh) {
+            const i64 ih = ih0 + kh * s.dh;
+            if (ih < 0 || ih >= s.h) continue;
+            const T* row = image + (c * s.h + ih) * s.w;
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                const T wv = filter[(c * s.kh + kh) * s.kw + kw];
+                const T* __restrict src = row - s.pad_left + kw * s.dw;
+                for (i64 o = in.first; o < in.last; ++o) acc[o] += wv * src[o * sw];
+                for (i64 o = 0; o < s.ow; ++o) {  // windows in the padding
+                    if (o == in.first && in.last > in.first) o = in.last;
+                    if (o >= s.ow) break;
+                    const i64 iw = o * sw - s.pad_left + kw * s.dw;
+                    if (iw >= 0 && iw < s.w) acc[o] += wv * row[iw];
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out, bool relu,
+          int threads) {
+    const i64 cg = s.c / s.groups, kg = s.k / s.groups;
+    const Units u = split_rows(s.n * s.k, s.oh, threads);
+    const int nt = threads_for(s.n * s.k * s.oh * s.ow * cg * s.kh * s.kw, u.count, threads);
+#pragma omp parallel num_threads(nt)
+    {
+        T* acc = new T[s.ow];
+#pragma omp for schedule(static)
+        for (i64 unit = 0; unit < u.count; ++unit) {
+            const i64 plane = unit / u.row_blocks;  // n * K + k
+            const i64 r0 = (unit % u.row_blocks) * u.rows_per_block;
+            const i64 n = plane / s.k, k = plane % s.k, g = k / kg;
+            const T* image = x + (n * s.c + g * cg) * s.h * s.w;
+            const T* filter = weight + k * cg * s.kh * s.kw;
+            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
+                if (s.sw == 1)
+                    conv_row<T, 1>(s, image, filter, oh, acc);
+                else if (s.sw == 2)
+                    conv_row<T, 2>(s, image, filter, oh, acc);
+                else
+                    conv_row<T, 0>(s, image, filter, oh, acc);
+                const T b = bias ? bias[k] : T(0);
+                T* dst = out + (plane * s.oh + oh) * s.ow;
+                if (relu) {
+                    for (i64 o = 0; o < s.ow; ++o) {
+                        const T v = acc[o] + b;
+                        dst[o] = v < T(0) ? T(0) : v;  // keeps NaN
+                    }
+                } else {
+                    for (i64 o = 0; o < s.ow; ++o) dst[o] = acc[o] + b;
+                }
+            }
+        }
+        delete[] acc;
+    }
+}
+
+}  // namespace
+
+template <typename T>
+DirectKernels<T> direct_kernels() {
+    return {&max_pool<T>, &avg_pool<T>, &conv<T>, FASTCONV_ISA_NAME};
+}
+
+template DirectKernels<float> direct_kernels<float>();
+template DirectKernels<double> direct_kernels<double>();
+
+}  // namespace FASTCONV_ISA_NS
+}  // namespace fastconv
