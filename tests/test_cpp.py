@@ -1,0 +1,239 @@
+"""The C++ backend's own promises: every kernel on every SIMD path the CPU has,
+results independent of the thread count, safe concurrent calls, `out=` without
+large allocations. (The per-function test modules compare it with PyTorch and
+the reference through the public API.)"""
+
+import concurrent.futures
+import contextlib
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from test_conv2d import assert_close
+
+_cpp = pytest.importorskip("fastconv._cpp")
+from fastconv.backends.cpp_backend import CppBackend  # noqa: E402
+
+ALL_PATHS = ["generic", "avx2", "avx512"]
+# The paths this CPU runs: every test below runs on each of them.
+PATHS = ALL_PATHS[:ALL_PATHS.index(_cpp.best_isa_path()) + 1]
+
+
+@pytest.fixture(params=PATHS)
+def isa(request):
+    before = _cpp.isa_path()
+    assert _cpp.set_isa_path(request.param)
+    try:
+        yield request.param
+    finally:
+        assert _cpp.set_isa_path(before)
+
+
+def test_paths_switch_and_the_cpu_refuses_what_it_lacks():
+    assert _cpp.isa_path() == _cpp.best_isa_path()
+    assert _cpp.set_isa_path("generic") and _cpp.isa_path() == "generic"
+    for missing in ALL_PATHS[len(PATHS):] + ["sse9"]:
+        assert not _cpp.set_isa_path(missing)
+        assert _cpp.isa_path() == "generic"
+    assert _cpp.set_isa_path(_cpp.best_isa_path())
+
+
+# (x shape, weight shape, stride, padding, dilation, groups): each C++ kernel
+# and its edges (odd sizes, image-crossing GEMM tiles, strides 1, 2 and 3).
+CONV_CASES = [
+    ((2, 3, 11, 9), (7, 3, 3, 3), 1, 1, 1, 1),
+    ((3, 5, 13, 7), (13, 5, 2, 4), (2, 1), ((1, 0), (2, 1)), (1, 2), 1),
+    ((1, 16, 9, 10), (20, 8, 3, 3), 3, 2, 2, 2),
+    ((2, 6, 12, 12), (6, 1, 5, 5), 1, 2, 1, 6),     # depthwise
+    ((2, 4, 15, 16), (8, 1, 3, 3), 2, 1, (2, 1), 4),  # depthwise, multiplier 2
+    ((2, 8, 7, 9), (12, 8, 1, 1), 1, 0, 1, 1),       # 1x1
+    ((1, 8, 5, 6), (8, 4, 1, 1), 1, 0, 1, 2),        # grouped 1x1
+    ((2, 300, 6, 5), (7, 300, 1, 1), 1, 0, 1, 1),    # depth past one KC block
+]
+
+
+def _conv_case(case, dtype, seed=0):
+    xs, ws, stride, padding, dilation, groups = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    return x, w, b, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def _kernels_for(x, w, kw):
+    """Every C++ conv2d kernel that can run this call."""
+    spec = fc.explain("conv2d", x, w, **kw).spec
+    pointwise = (spec.kh, spec.kw, spec.stride, spec.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
+    return ["gemm", "direct"] + (["1x1"] if pointwise else [])
+
+
+def _cpp_conv2d(x, w, b, kw, kernel, threads, relu=False):
+    spec = fc.explain("conv2d", x, w, b, **kw).spec
+    out = np.empty(spec.out_shape, spec.dtype)
+    top, _, left, _ = spec.pads
+    _cpp.conv2d(x, w, b, out, spec.stride, (top, left), spec.dilation, spec.groups, relu,
+                threads, kernel)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_every_conv2d_kernel_matches_the_reference(isa, case, dtype):
+    x, w, b, kw = _conv_case(case, dtype)
+    for relu in (False, True):
+        ref = fc.conv2d(x, w, b, **kw, activation="relu" if relu else None, backend="numpy")
+        for kernel in _kernels_for(x, w, kw):
+            got = _cpp_conv2d(x, w, b, kw, kernel, threads=2, relu=relu)
+            assert_close(got, ref)
+
+
+def test_auto_picks_the_kernel_by_shape():
+    def kernel(xs, ws, **kw):
+        spec = fc.explain("conv2d", np.zeros(xs, np.float32), np.zeros(ws, np.float32), **kw).spec
+        return CppBackend.conv2d_kernel(spec)
+
+    assert kernel((1, 32, 8, 8), (32, 1, 3, 3), padding=1, groups=32) == "direct"
+    assert kernel((1, 32, 8, 8), (64, 32, 1, 1)) == "1x1"
+    assert kernel((1, 32, 8, 8), (64, 32, 1, 1), stride=2) == "gemm"
+    assert kernel((1, 32, 8, 8), (64, 32, 3, 3), padding=1) == "gemm"
+
+
+@contextlib.contextmanager
+def _num_threads(n):
+    before = fc.get_num_threads()
+    fc.set_num_threads(n)
+    try:
+        yield
+    finally:
+        fc.set_num_threads(before)
+
+
+def _thread_counts_agree(run):
+    results = [run(threads) for threads in (1, 2, 3, 5)]
+    for r in results[1:]:
+        for a, b in zip(results[0], r):
+            assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("case", CONV_CASES)
+def test_conv2d_is_bitwise_independent_of_threads(isa, case):
+    x, w, b, kw = _conv_case(case, np.float32, seed=1)
+    for kernel in _kernels_for(x, w, kw):
+        _thread_counts_agree(lambda t: [_cpp_conv2d(x, w, b, kw, kernel, t)])
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:5])
+def test_conv2d_backward_is_bitwise_independent_of_threads(case):
+    x, w, _, kw = _conv_case(case, np.float32, seed=2)
+    g = np.random.default_rng(3).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)
+    g = g.astype(np.float32)
+
+    def run(threads):
+        with _num_threads(threads):
+            return list(fc.conv2d_backward(g, x, w, **kw, backend="cpp"))
+
+    _thread_counts_agree(run)
+
+
+POOL_CASES = [
+    ((2, 3, 17, 16), 3, 2, 1, 1, False),
+    ((1, 2, 9, 11), (2, 3), (1, 2), (1, 1), (2, 1), True),
+    ((3, 4, 8, 8), 2, None, 0, 1, False),
+    ((1, 1, 20, 7), (4, 2), 3, (2, 1), 1, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_is_identical_to_the_reference_on_every_path(isa, case, dtype):
+    shape, k, stride, padding, dilation, ceil_mode = case
+    rng = np.random.default_rng(4)
+    x = rng.integers(-3, 4, shape).astype(dtype)  # many ties
+    x.flat[rng.integers(0, x.size, 5)] = np.nan
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+    got, gi = fc.max_pool2d(x, k, dilation=dilation, return_indices=True, **kw, backend="cpp")
+    ref, ri = fc.max_pool2d(x, k, dilation=dilation, return_indices=True, **kw, backend="numpy")
+    np.testing.assert_array_equal(got, ref)
+    np.testing.assert_array_equal(gi, ri)
+    for include in (True, False):
+        for divisor in (None, 5):
+            opts = dict(kw, count_include_pad=include, divisor_override=divisor)
+            np.testing.assert_array_equal(fc.avg_pool2d(x, k, **opts, backend="cpp"),
+                                          fc.avg_pool2d(x, k, **opts, backend="numpy"))
+
+
+@pytest.mark.parametrize("case", POOL_CASES)
+def test_pooling_is_bitwise_independent_of_threads(case):
+    shape, k, stride, padding, dilation, ceil_mode = case
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    kw = dict(stride=stride, padding=padding, ceil_mode=ceil_mode)
+
+    def run(threads):
+        with _num_threads(threads):
+            return [*fc.max_pool2d(x, k, dilation=dilation, return_indices=True, **kw,
+                                   backend="cpp"),
+                    fc.avg_pool2d(x, k, **kw, backend="cpp")]
+
+    _thread_counts_agree(run)
+
+
+def test_concurrent_calls_from_python_threads_are_correct():
+    rng = np.random.default_rng(6)
+    xs = [rng.standard_normal((2, 8, 20, 20)).astype(np.float32) for _ in range(8)]
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = [fc.conv2d(x, w, padding=1, backend="cpp") for x in xs]
+    expected_pool = [fc.max_pool2d(x, 3, 2, 1, backend="cpp") for x in xs]
+
+    def work(i):
+        return (fc.conv2d(xs[i], w, padding=1, backend="cpp"),
+                fc.max_pool2d(xs[i], 3, 2, 1, backend="cpp"))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            for i, (conv, pooled) in enumerate(pool.map(work, range(len(xs)))):
+                assert conv.tobytes() == expected[i].tobytes()
+                assert pooled.tobytes() == expected_pool[i].tobytes()
+
+
+@pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "avg_pool2d"])
+def test_out_makes_repeated_calls_free_of_large_numpy_allocations(op):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((4, 16, 32, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    call = {
+        "conv2d": lambda out: fc.conv2d(x, w, padding=1, out=out, backend="cpp"),
+        "max_pool2d": lambda out: fc.max_pool2d(x, 2, out=out, backend="cpp"),
+        "avg_pool2d": lambda out: fc.avg_pool2d(x, 2, out=out, backend="cpp"),
+    }[op]
+    out = call(None)
+    call(out)
+    tracemalloc.start()
+    try:
+        for _ in range(3):
+            assert call(out) is out
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < out.nbytes // 8, f"{peak} bytes allocated for a {out.nbytes}-byte result"
+
+
+def test_bad_direct_calls_raise_instead_of_crashing():
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    w = np.zeros((3, 2, 3, 3), np.float32)
+    good = dict(stride=(1, 1), pad_top_left=(0, 0), dilation=(1, 1), groups=1, relu=False,
+                threads=1)
+    with pytest.raises(ValueError, match="out has the wrong shape"):
+        _cpp.conv2d(x, w, None, np.zeros((2, 3, 3, 3), np.float32), **good)
+    with pytest.raises(ValueError, match="groups"):
+        _cpp.conv2d(x, w, None, np.zeros((1, 3, 3, 3), np.float32), **{**good, "groups": 2})
+    with pytest.raises(ValueError, match="1x1"):
+        _cpp.conv2d(x, w, None, np.zeros((1, 3, 3, 3), np.float32), **good, kernel="1x1")
+    with pytest.raises(TypeError):  # no silent conversion of a float64 array
+        _cpp.conv2d(x.astype(np.float64), w, None, np.zeros((1, 3, 3, 3), np.float32), **good)
+    g = np.zeros((1, 2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="outside its input plane"):
+        _cpp.max_pool2d_backward(g, np.full(g.shape, 99, np.int64),
+                                 np.zeros((1, 2, 5, 5), np.float32), 1)
