@@ -1,8 +1,171 @@
-"""The Numba backend adapter; the JIT kernels load on first use."""
+"""The Numba backend adapter; the JIT kernels load on first use.
+
+Numba is imported only when a numba kernel first runs (or `available()` is
+asked), never by `import fastconv`. The kernels live in `_numba_kernels` and
+are cached on disk by Numba; `cache_status()` says whether that cache is warm.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import os
+import threading
+
+import numpy as np
+
 from . import Backend
+
+_kernels = None
+
+
+def _k():
+    """The kernels module (imports Numba on first use)."""
+    global _kernels
+    if _kernels is None:
+        from . import _numba_kernels
+
+        _kernels = _numba_kernels
+    return _kernels
+
+
+def _threads() -> int:
+    """Make Numba use fastconv's thread count (capped by Numba's pool); return it."""
+    import numba
+
+    from .._threads import get_num_threads
+
+    n = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+# --------------------------------------------------------- BLAS threads
+
+
+class _BlasPin:
+    """Keeps the BLAS behind Numba's np.dot (SciPy's) single-threaded while the
+    conv kernels run, so Numba's threads own the cores; restores it after.
+
+    Finds the library through SciPy's cython_blas and knows OpenBLAS (plain or
+    scipy_ prefixed) and MKL. When none is found, `single` is False and the
+    caller runs the GEMM kernel on one Numba thread instead.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved = None
+        self._get = self._set = None
+        try:
+            self._find()
+        except Exception:  # no SciPy BLAS, no dladdr (not Linux), an unknown BLAS
+            self._get = self._set = None
+
+    def _find(self):
+        import scipy.linalg.cython_blas as cython_blas
+
+        handle = ctypes.CDLL(cython_blas.__file__)
+        sgemm = None
+        for name in ("scipy_sgemm_", "sgemm_", "sgemm"):
+            sgemm = getattr(handle, name, None)
+            if sgemm is not None:
+                break
+
+        class DlInfo(ctypes.Structure):
+            _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                        ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+        info = DlInfo()
+        if sgemm is None or not ctypes.CDLL(None).dladdr(ctypes.cast(sgemm, ctypes.c_void_p),
+                                                          ctypes.byref(info)):
+            return
+        lib = ctypes.CDLL(os.fsdecode(info.fname))
+        for get, set_ in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+                          ("openblas_get_num_threads", "openblas_set_num_threads"),
+                          ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")):
+            if hasattr(lib, get) and hasattr(lib, set_):
+                self._get, self._set = getattr(lib, get), getattr(lib, set_)
+                self._set.argtypes = [ctypes.c_int]
+                return
+
+    @property
+    def single(self) -> bool:
+        return self._set is not None
+
+    def __enter__(self):
+        if self._set is not None:
+            with self._lock:
+                if self._users == 0:
+                    self._saved = self._get()
+                    if self._saved != 1:
+                        self._set(1)
+                self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        if self._set is not None:
+            with self._lock:
+                self._users -= 1
+                if self._users == 0 and self._saved != 1:
+                    self._set(self._saved)
+
+
+_blas = None
+_blas_lock = threading.Lock()
+
+
+def _blas_pin() -> _BlasPin:
+    global _blas
+    with _blas_lock:
+        if _blas is None:
+            _blas = _BlasPin()
+    return _blas
+
+
+def _has_scipy_blas() -> str:
+    """'' if SciPy's BLAS (which Numba's np.dot calls) imports, else why not."""
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401
+    except Exception as exc:
+        return f"Numba's np.dot needs SciPy's BLAS, which failed to import: {exc}"
+    return ""
+
+
+# ------------------------------------------------------------ cache status
+
+
+def cache_status() -> str:
+    """One line: whether Numba's on-disk cache holds this machine's compiled kernels.
+
+    Counts, per kernel, the cached signatures of its index file (in
+    NUMBA_CACHE_DIR, else next to the kernels' source) that match this CPU
+    and the current source. Imports Numba.
+    """
+    try:
+        k = _k()
+        from numba.core.registry import cpu_target
+
+        magic = cpu_target.target_context.codegen().magic_tuple()
+        warm, signatures, where = 0, 0, ""
+        for kernel in k.KERNELS:
+            cache = kernel._cache  # numba's FunctionCache of a cache=True dispatcher
+            where = cache.cache_path
+            keys = [key for key in cache._cache_file._load_index() if key[1] == magic]
+            signatures += len(keys)
+            warm += bool(keys)
+    except Exception as exc:  # numba missing, or its private cache layout changed
+        return f"unknown ({type(exc).__name__}: {exc})"
+    state = "warm" if warm == len(k.KERNELS) else "cold" if warm == 0 else "partly warm"
+    return (f"{state}: {warm}/{len(k.KERNELS)} kernels cached, {signatures} signatures, "
+            f"in {where}")
+
+
+# ----------------------------------------------------------------- backend
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
 
 
 class NumbaBackend(Backend):
@@ -12,6 +175,8 @@ class NumbaBackend(Backend):
 
     def __init__(self):
         self._checked = None
+        self._gemm_reason = None
+        self._no_bias = {}
 
     def available(self) -> tuple[bool, str]:
         if self._checked is None:
@@ -22,3 +187,76 @@ class NumbaBackend(Backend):
             else:
                 self._checked = (True, "")
         return self._checked
+
+    def supports(self, op: str, spec) -> str:
+        if why := super().supports(op, spec):
+            return why
+        if op in ("conv2d", "conv2d_backward"):
+            if self._gemm_reason is None:
+                self._gemm_reason = _has_scipy_blas()
+            if self._gemm_reason:
+                return f"the numba backend's {op}: {self._gemm_reason}"
+        return ""
+
+    def _bias(self, bias, dtype):
+        """bias, or a read-only zero placeholder of the dtype (one kernel signature)."""
+        if bias is not None:
+            return bias
+        if dtype not in self._no_bias:
+            self._no_bias[dtype] = _readonly(np.zeros(1, dtype))
+        return self._no_bias[dtype]
+
+    # ---------------------------------------------------------- ops
+
+    def conv2d(self, spec, x, weight, bias, out) -> None:
+        k = _k()
+        nt = _threads()
+        top, _, left, _ = spec.pads
+        if spec.padding_mode != "zeros":  # pad a copy; the kernels pad with zeros only
+            from . import numpy_ref
+
+            x = _readonly(np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode)))
+            top = left = 0
+        args = (self._bias(bias, spec.dtype), bias is not None, spec.activation == "relu", out)
+        (sh, sw), (dh, dw) = spec.stride, spec.dilation
+        if spec.c == spec.groups:
+            k.conv2d_direct(x, weight, *args, sh, sw, top, left, dh, dw, spec.groups)
+            return
+        w2 = weight.reshape(spec.k, -1)
+        blas = _blas_pin()
+        if not blas.single:
+            nt = 1  # BLAS runs its own threads: it owns the cores
+        rows = k.gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
+        with blas:
+            k.conv2d_gemm(x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw,
+                          spec.groups, rows, nt)
+
+    def im2col(self, spec, x, out) -> None:
+        _threads()
+        top, _, left, _ = spec.pads
+        _k().im2col(x, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
+                    spec.oh, spec.ow)
+
+    def col2im(self, spec, cols, out) -> None:
+        _threads()
+        top, _, left, _ = spec.pads
+        _k().col2im(cols, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
+                    spec.oh, spec.ow)
+
+    def max_pool2d(self, spec, x, out, indices) -> None:
+        _threads()
+        want = indices is not None
+        if not want:
+            indices = self._no_indices()
+        _k().max_pool2d(x, out, indices, want, spec.kh, spec.kw, *spec.stride,
+                        *spec.padding, *spec.dilation)
+
+    def avg_pool2d(self, spec, x, out) -> None:
+        _threads()
+        _k().avg_pool2d(x, out, spec.kh, spec.kw, *spec.stride, *spec.padding,
+                        spec.count_include_pad, spec.divisor_override or 0)
+
+    def _no_indices(self):
+        if "indices" not in self._no_bias:
+            self._no_bias["indices"] = np.zeros((1, 1, 1, 1), np.int64)
+        return self._no_bias["indices"]
