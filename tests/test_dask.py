@@ -123,7 +123,7 @@ def _bitwise(kind, backend):
 def test_random_configurations_threaded(backend):
     """A seeded sweep on the threaded scheduler: shapes, chunks and values."""
     rng = np.random.default_rng(9)
-    for _ in range(30):
+    for _ in range(24):
         kind, ref, lazy = _case(rng, backend)
         for r, y in _pairs(ref, lazy):
             assert y.shape == r.shape and y.dtype == r.dtype
@@ -264,7 +264,7 @@ def client():
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_random_configurations_on_a_cluster(client, backend):
     rng = np.random.default_rng(17)
-    cases = [_case(rng, backend, most=2) for _ in range(10)]
+    cases = [_case(rng, backend, most=2) for _ in range(8)]
     lazies = [y for _, ref, lazy in cases for _, y in _pairs(ref, lazy)]
     results = iter(client.compute(lazies, sync=True))
     for kind, ref, lazy in cases:

@@ -23,9 +23,12 @@ How the input is cut (per spatial axis; window `o` reads rows
   halo of max(ek - s, 0) rows after it (pooling: also (-p) mod s rows before
   it, which only the last block reads), taken with `dask.array.overlap`.
   Chunks smaller than the halo are merged with their neighbours.
-- conv2d pads the dask array first (da.pad: zeros -> 'constant', reflect ->
-  'reflect', replicate -> 'edge', circular -> 'wrap'), as the in-memory call
-  pads its input, and runs every block without padding.
+- conv2d with zero padding: each block's call pads its own edges, (before,
+  after) as its windows reach past the image, as the kernel pads the whole
+  image. Other padding modes read across the image (circular wraps around), so
+  the dask array is padded first, as the in-memory call pads its input (da.pad:
+  reflect -> 'reflect', replicate -> 'edge', circular -> 'wrap'), and every
+  block runs without padding.
 - Pooling keeps its padding virtual, because max pooling's -inf padding never
   wins an index and average pooling's divisor depends on where a window meets
   the border. Inner blocks run without padding; a block at the top (left) edge
@@ -144,7 +147,7 @@ class _Block:
     """One output block along one axis, and the local call that computes it.
 
     Outputs [out_start, out_stop) come from a call on input rows
-    [read_start, read_stop) with local padding `pad` on both sides, of whose
+    [read_start, read_stop) with local padding `pad` (before, after), of whose
     outputs the first `skip` are dropped. `held_start` is the first row of the
     overlapped dask block the task receives.
     """
@@ -153,7 +156,7 @@ class _Block:
     out_stop: int
     read_start: int
     read_stop: int
-    pad: int
+    pad: tuple[int, int]
     skip: int
     held_start: int
 
@@ -178,10 +181,12 @@ def _cuts(bounds, n_out, s, ek, off):
 def _plan_axis(size, in_chunks, n_out, s, ek, off, pool_check=None) -> _Axis:
     """Cut one axis of `size` rows into output blocks and the input chunks they read.
 
-    Window o reads rows [o*s - off, o*s - off + ek). With pool_check (pooling),
-    padding is virtual (`off` rows before row 0) and edge blocks run with local
-    padding `off`; pool_check(local_size, pad) -> the local output count, or
-    None when such a local call is invalid.
+    Window o reads rows [o*s - off, o*s - off + ek), the rows outside [0, size)
+    being padding. Without pool_check (conv2d) a block's local call gets the
+    zero padding its windows reach, (before, after) as it needs. With
+    pool_check (pooling: symmetric padding `off`), see _blocks;
+    pool_check(local_size, pad) -> the local output count, or None when such
+    a local call is invalid.
     """
     bounds = np.cumsum(in_chunks)[:-1].tolist()
     before = (-off) % s if pool_check else 0
@@ -194,7 +199,7 @@ def _plan_axis(size, in_chunks, n_out, s, ek, off, pool_check=None) -> _Axis:
             kept.append(b)
             start = e
     while True:
-        blocks = _blocks(size, n_out, s, ek, off, kept, before, after, pool_check)
+        blocks = _blocks(size, n_out, s, ek, off, kept, before, pool_check)
         if not isinstance(blocks, str):
             break
         # An edge block no local call reproduces: merge it with its neighbour
@@ -206,27 +211,33 @@ def _plan_axis(size, in_chunks, n_out, s, ek, off, pool_check=None) -> _Axis:
     return _Axis(chunks, (before, after) if len(chunks) > 1 else (0, 0), tuple(blocks))
 
 
-def _blocks(size, n_out, s, ek, off, kept, before, after, pool_check):
+def _blocks(size, n_out, s, ek, off, kept, before, pool_check):
     """The blocks for output cuts `kept`, or "first"/"last" naming an edge block
-    whose local call would not hold exactly its windows."""
+    whose local pooling call would not hold exactly its windows."""
     outs = [0, *kept, n_out]
     edges = [0] + [b * s - off for b in kept] + [size]
     blocks = []
     for i, (o0, o1) in enumerate(zip(outs[:-1], outs[1:])):
         held = max(edges[i] - before, 0) if i else 0
         r0, r1 = o0 * s - off, (o1 - 1) * s - off + ek
-        inner = pool_check is None or (r0 >= 0 and r1 <= size)
+        inner = r0 >= 0 and r1 <= size
+        if pool_check is None:     # conv2d: exactly the zero padding its windows reach
+            blocks.append(_Block(o0, o1, max(r0, 0), min(r1, size),
+                                 (max(-r0, 0), max(r1 - size, 0)), 0, held))
+            continue
+        # Pooling pads symmetrically, and its padding and ceil_mode decide the
+        # divisors and which windows exist: edge blocks keep the caller's.
         if inner:
-            block = _Block(o0, o1, r0, r1, 0, 0, held)      # inner (or pre-padded) block
-        elif r0 < 0 and r1 <= size:
-            block = _Block(o0, o1, 0, r1, off, o0, held)    # first edge: pad p from row 0
-        elif r0 >= 0:
-            q = r0 - r0 % s                                  # last edge: from the stride grid
-            block = _Block(o0, o1, q, size, off, o0 - q // s, held)
-        else:
-            block = _Block(o0, o1, 0, size, off, o0, held)  # the whole axis
+            block = _Block(o0, o1, r0, r1, (0, 0), 0, held)
+        elif r0 < 0 and r1 <= size:    # first: from row 0, padding p
+            block = _Block(o0, o1, 0, r1, (off, off), o0, held)
+        elif r0 >= 0:                  # last: from the stride grid to the end, padding p
+            q = r0 - r0 % s
+            block = _Block(o0, o1, q, size, (off, off), o0 - q // s, held)
+        else:                          # the whole axis
+            block = _Block(o0, o1, 0, size, (off, off), o0, held)
         if not inner:
-            count = pool_check(block.read_stop - block.read_start, block.pad)
+            count = pool_check(block.read_stop - block.read_start, off)
             if count is None or count < block.skip + o1 - o0:
                 return "first" if i == 0 else "last"
         blocks.append(block)
@@ -368,9 +379,9 @@ class _ConvTask:
         k0, k1 = g0 * self.k_per_group, (g0 + groups) * self.k_per_group
         with _thread_budget():
             return _api.conv2d(_window(block, h, w), weight[k0:k1],
-                               None if bias is None else bias[k0:k1], self.stride, 0,
-                               self.dilation, groups, activation=self.activation,
-                               backend=self.backend)
+                               None if bias is None else bias[k0:k1], self.stride,
+                               (h.pad, w.pad), self.dilation, groups,
+                               activation=self.activation, backend=self.backend)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
@@ -406,15 +417,19 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
     kg = spec.k // spec.groups
 
     top, bottom, left, right = spec.pads
+    (sh, sw), (dh, dw) = spec.stride, spec.dilation
+    ekh, ekw = dh * (spec.kh - 1) + 1, dw * (spec.kw - 1) + 1
     xp = x4.rechunk({1: c_chunks})
-    if any(spec.pads):
+    if spec.padding_mode == "zeros":  # blocks pad their own edges, as the kernel would
+        h_plan = _plan_axis(spec.h, x4.chunks[2], spec.oh, sh, ekh, top)
+        w_plan = _plan_axis(spec.w, x4.chunks[3], spec.ow, sw, ekw, left)
+    else:  # the other modes read across the image: pad it as the in-memory call does
         xp = da.pad(xp, ((0, 0), (0, 0), (top, bottom), (left, right)),
                     mode=_PAD_MODES[spec.padding_mode])
-    (sh, sw), (dh, dw) = spec.stride, spec.dilation
-    h_plan = _plan_axis(spec.h + top + bottom, _shifted(x4.chunks[2], top, bottom),
-                        spec.oh, sh, dh * (spec.kh - 1) + 1, 0)
-    w_plan = _plan_axis(spec.w + left + right, _shifted(x4.chunks[3], left, right),
-                        spec.ow, sw, dw * (spec.kw - 1) + 1, 0)
+        h_plan = _plan_axis(spec.h + top + bottom, _shifted(x4.chunks[2], top, bottom),
+                            spec.oh, sh, ekh, 0)
+        w_plan = _plan_axis(spec.w + left + right, _shifted(x4.chunks[3], left, right),
+                            spec.ow, sw, ekw, 0)
     held = _halo(xp, {2: h_plan, 3: w_plan})
     task = _ConvTask(h_plan, w_plan, groups_per_chunk, kg, spec.stride, spec.dilation,
                      spec.activation, impl.name)
@@ -455,11 +470,11 @@ class _PoolTask:
         data = _window(block, h, w)
         with _thread_budget():
             if self.kind == "avg":
-                y = _api.avg_pool2d(data, self.kernel_size, self.stride, (h.pad, w.pad),
+                y = _api.avg_pool2d(data, self.kernel_size, self.stride, (h.pad[0], w.pad[0]),
                                     self.ceil_mode, self.count_include_pad,
                                     self.divisor_override, backend=self.backend)
                 return _local(y, h, w)
-            y = _api.max_pool2d(data, self.kernel_size, self.stride, (h.pad, w.pad),
+            y = _api.max_pool2d(data, self.kernel_size, self.stride, (h.pad[0], w.pad[0]),
                                 self.dilation, self.ceil_mode, self.return_indices,
                                 backend=self.backend)
         if not self.return_indices:
