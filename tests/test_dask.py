@@ -317,7 +317,7 @@ def test_a_worker_killed_mid_computation(client):
 def test_example_pipeline_runs_tiny(tmp_path):
     out = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "dask_pipeline.py"), "--images", "8",
-         "--size", "32", "--workers", "2", "--memory-limit", "64MiB", "--dir", str(tmp_path),
+         "--size", "32", "--workers", "2", "--memory-limit", "1GiB", "--dir", str(tmp_path),
          "--no-progress"],
         capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
