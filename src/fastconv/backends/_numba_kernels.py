@@ -16,12 +16,17 @@ import numpy as np
 from numba import prange
 
 
-def _jit(parallel=False):
+def _jit(parallel=False, inline=False):
     """The project's Numba options: cached on disk, the GIL released, no
     fastmath (results round as the reference's do), NumPy's error model (no
-    zero-division checks in the hot loops)."""
+    zero-division checks in the hot loops).
+
+    inline=True inlines a helper into its callers at Numba's level, so the
+    array views it is handed cost no reference counting (atomic, and shared
+    between threads) per call.
+    """
     return numba.njit(cache=True, parallel=parallel, nogil=True, fastmath=False,
-                      error_model="numpy")
+                      error_model="numpy", inline="always" if inline else "never")
 
 
 @_jit()
@@ -31,6 +36,41 @@ def _span(count, off, stride, size):
     last = size - 1 - off
     hi = 0 if last < 0 else min(count, last // stride + 1)
     return lo, max(lo, hi)
+
+
+# Inner loops run over views from index 0, so Numba knows the index is not
+# negative (no wraparound code) and LLVM vectorizes them.
+
+
+@_jit(inline=True)
+def _copy(d, s, sw):
+    """d[o] <- s[o*sw]."""
+    if sw == 1:
+        for o in range(d.size):
+            d[o] = s[o]
+    else:
+        for o in range(d.size):
+            d[o] = s[o * sw]
+
+
+@_jit(inline=True)
+def _axpy(d, s, a, sw):
+    """d[o] += a * s[o*sw]."""
+    if sw == 1:
+        for o in range(d.size):
+            d[o] += a * s[o]
+    else:
+        for o in range(d.size):
+            d[o] += a * s[o * sw]
+
+
+@_jit(inline=True)
+def _bias_relu(d, s, b, has_bias, relu):
+    """d[o] <- act(s[o] + b); relu keeps NaN, as np.maximum does."""
+    zero = d.dtype.type(0)
+    for o in range(d.size):
+        v = s[o] + b if has_bias else s[o]
+        d[o] = zero if relu and v < 0 else v
 
 
 # ------------------------------------------------------------ convolution
@@ -48,23 +88,17 @@ def _gather(x, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw):
         i = (q // kw) % kh
         off = (q % kw) * dw - left
         lo, hi = _span(ow_, off, sw, w)
-        dst = cols[q]
         base = 0
         for r in range(r0, r1):
             n = r // oh_
             ih = (r - n * oh_) * sh - top + i * dh
+            dst = cols[q, base:base + ow_]
             if ih < 0 or ih >= h:
-                dst[base:base + ow_] = 0
+                dst[:] = 0
             else:
-                src = x[n, c, ih]
-                dst[base:base + lo] = 0
-                if sw == 1:
-                    for o in range(lo, hi):
-                        dst[base + o] = src[o + off]
-                else:
-                    for o in range(lo, hi):
-                        dst[base + o] = src[o * sw + off]
-                dst[base + hi:base + ow_] = 0
+                dst[:lo] = 0
+                _copy(dst[lo:hi], x[n, c, ih, lo * sw + off:], sw)
+                dst[hi:] = 0
             base += ow_
 
 
@@ -73,15 +107,11 @@ def _epilogue(y, out, r0, r1, bias, has_bias, relu):
     """out[n][k][oh][:] <- act(y[k][(r - r0)*OW:] + bias[k]) for rows r in [r0, r1)."""
     oh_, ow_ = out.shape[2], out.shape[3]
     for k in range(out.shape[1]):
-        b = bias[k] if has_bias else 0
+        b = bias[k] if has_bias else bias[0]
         base = 0
         for r in range(r0, r1):
             n = r // oh_
-            dst = out[n, k, r - n * oh_]
-            src = y[k, base:base + ow_]
-            for o in range(ow_):
-                v = src[o] + b if has_bias else src[o]
-                dst[o] = 0 if relu and v < 0 else v
+            _bias_relu(out[n, k, r - n * oh_], y[k, base:base + ow_], b, has_bias, relu)
             base += ow_
 
 
@@ -148,41 +178,48 @@ def gemm_rows(n, oh, ow, ckk, nt):
 
 
 @_jit(parallel=True)
-def conv2d_direct(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, groups):
-    """out <- act(conv(x, w) + bias) by direct loops, one output row per task:
-    for grouped convolutions with one input channel per group (depthwise)."""
+def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw):
+    """out <- act(conv(x, w) + bias) for groups == C: output channel k reads
+    input channel k // (K / C) only.
+
+    One (image, channel) plane per task, copied into a zero-padded buffer so
+    taps need no bounds. With unit stride each tap is one multiply-add over
+    all output rows at once, laid out at the padded row pitch.
+    """
     n_, k_, oh_, ow_ = out.shape
-    cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
-    h, wd = x.shape[2], x.shape[3]
-    kg = k_ // groups
-    for task in prange(n_ * k_ * oh_):
-        n = task // (k_ * oh_)
-        k = (task // oh_) % k_
-        oh = task % oh_
-        dst = out[n, k, oh]
-        dst[:] = 0
-        for c in range(cg):
-            cin = (k // kg) * cg + c
-            for i in range(kh):
-                ih = oh * sh - top + i * dh
-                if ih < 0 or ih >= h:
-                    continue
-                src = x[n, cin, ih]
-                for j in range(kw):
-                    off = j * dw - left
-                    lo, hi = _span(ow_, off, sw, wd)
-                    wv = w[k, c, i, j]
-                    if sw == 1:
-                        for o in range(lo, hi):
-                            dst[o] += wv * src[o + off]
-                    else:
-                        for o in range(lo, hi):
-                            dst[o] += wv * src[o * sw + off]
-        if has_bias or relu:
-            b = bias[k] if has_bias else 0
-            for o in range(ow_):
-                v = dst[o] + b if has_bias else dst[o]
-                dst[o] = 0 if relu and v < 0 else v
+    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    kh, kw = w.shape[2], w.shape[3]
+    m = k_ // c_
+    hp = (oh_ - 1) * sh + (kh - 1) * dh + 1
+    wp = (ow_ - 1) * sw + (kw - 1) * dw + 1
+    rows = min(h, hp - top)  # input rows and columns inside the buffer
+    cols = min(wd, wp - left)
+    unit = sh == 1 and sw == 1
+    span = (oh_ - 1) * wp + ow_ if unit else ow_
+    for task in prange(n_ * c_):
+        n = task // c_
+        c = task % c_
+        xp = np.zeros(hp * wp, x.dtype)
+        for ih in range(rows):
+            start = (ih + top) * wp + left
+            _copy(xp[start:start + cols], x[n, c, ih], 1)
+        acc = np.empty(span, x.dtype)
+        for k in range(c * m, (c + 1) * m):
+            b = bias[k] if has_bias else bias[0]
+            if unit:
+                acc[:] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        _axpy(acc, xp[i * dh * wp + j * dw:], w[k, 0, i, j], 1)
+                for oh in range(oh_):
+                    _bias_relu(out[n, k, oh], acc[oh * wp:oh * wp + ow_], b, has_bias, relu)
+            else:
+                for oh in range(oh_):
+                    acc[:] = 0
+                    for i in range(kh):
+                        for j in range(kw):
+                            _axpy(acc, xp[(oh * sh + i * dh) * wp + j * dw:], w[k, 0, i, j], sw)
+                    _bias_relu(out[n, k, oh], acc, b, has_bias, relu)
 
 
 # --------------------------------------------------------------- unfolding
@@ -236,6 +273,64 @@ def col2im(cols, out, kh, kw, sh, sw, top, left, dh, dw, oh_, ow_):
 
 # ----------------------------------------------------------------- pooling
 
+# The tap loops below take a row view s starting at the first tap; strides 1
+# and 2 are spelled out so LLVM sees the access pattern and vectorizes it.
+
+
+@_jit(inline=True)
+def _max_tap(d, s, sw):
+    """d[o] <- s[o*sw] if it is greater or NaN (NaN stays once in)."""
+    if sw == 1:
+        for o in range(d.size):
+            v, best = s[o], d[o]
+            d[o] = v if (v > best) | (v != v) else best
+    elif sw == 2:
+        for o in range(d.size):
+            v, best = s[2 * o], d[o]
+            d[o] = v if (v > best) | (v != v) else best
+    else:
+        for o in range(d.size):
+            v, best = s[o * sw], d[o]
+            d[o] = v if (v > best) | (v != v) else best
+
+
+@_jit(inline=True)
+def _max_tap_index(d, ind, s, sw, first):
+    """As _max_tap, also ind[o] <- first + o*sw where the tap wins; a tap also
+    wins as the window's first (ind < 0), and NaN only over a non-NaN."""
+    if sw == 1:
+        for o in range(d.size):
+            v, best = s[o], d[o]
+            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
+            d[o] = v if take else best
+            ind[o] = first + o if take else ind[o]
+    elif sw == 2:
+        for o in range(d.size):
+            v, best = s[2 * o], d[o]
+            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
+            d[o] = v if take else best
+            ind[o] = first + 2 * o if take else ind[o]
+    else:
+        for o in range(d.size):
+            v, best = s[o * sw], d[o]
+            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
+            d[o] = v if take else best
+            ind[o] = first + o * sw if take else ind[o]
+
+
+@_jit(inline=True)
+def _add_tap(d, s, sw):
+    """d[o] += s[o*sw]."""
+    if sw == 1:
+        for o in range(d.size):
+            d[o] += s[o]
+    elif sw == 2:
+        for o in range(d.size):
+            d[o] += s[2 * o]
+    else:
+        for o in range(d.size):
+            d[o] += s[o * sw]
+
 
 @_jit(parallel=True)
 def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
@@ -261,22 +356,14 @@ def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
             ih = oh * sh - ph + i * dh
             if ih < 0 or ih >= h:
                 continue
-            src = x[n, c, ih]
             for j in range(kw):
                 off = j * dw - pw
                 lo, hi = _span(ow_, off, sw, w)
+                s = x[n, c, ih, lo * sw + off:]
                 if want_idx:
-                    for o in range(lo, hi):
-                        v = src[o * sw + off]
-                        best = dst[o]
-                        take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
-                        dst[o] = v if take else best
-                        ind[o] = ih * w + o * sw + off if take else ind[o]
+                    _max_tap_index(dst[lo:hi], ind[lo:hi], s, sw, ih * w + lo * sw + off)
                 else:
-                    for o in range(lo, hi):
-                        v = src[o * sw + off]
-                        best = dst[o]
-                        dst[o] = v if (v > best) | (v != v) else best
+                    _max_tap(dst[lo:hi], s, sw)
 
 
 @_jit()
@@ -308,12 +395,10 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
             ih = oh * sh - ph + i
             if ih < 0 or ih >= h:
                 continue
-            src = x[n, c, ih]
             for j in range(kw):
                 off = j - pw
                 lo, hi = _span(ow_, off, sw, w)
-                for o in range(lo, hi):
-                    dst[o] += src[o * sw + off]
+                _add_tap(dst[lo:hi], x[n, c, ih, lo * sw + off:], sw)
         rows = _avg_count(oh, sh, ph, kh, h, include_pad)
         for o in range(ow_):
             d = divisor if divisor > 0 else rows * _avg_count(o, sw, pw, kw, w, include_pad)
@@ -321,4 +406,4 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
 
 
 # The public kernels, for cache_status().
-KERNELS = (conv2d_gemm, conv2d_direct, im2col, col2im, max_pool2d, avg_pool2d)
+KERNELS = (conv2d_gemm, conv2d_depthwise, im2col, col2im, max_pool2d, avg_pool2d)

@@ -28,13 +28,19 @@ def _k():
     return _kernels
 
 
-def _threads() -> int:
-    """Make Numba use fastconv's thread count (capped by Numba's pool); return it."""
+# Below this many multiply-adds (or taps) a call runs on one thread: waking a
+# second one costs more than it saves.
+_SERIAL_WORK = 1 << 18
+
+
+def _threads(work: int) -> int:
+    """Make Numba use fastconv's thread count (capped by Numba's pool, and 1
+    for small work); return it."""
     import numba
 
     from .._threads import get_num_threads
 
-    n = max(1, min(get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    n = 1 if work < _SERIAL_WORK else min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
     return n
 
@@ -177,6 +183,7 @@ class NumbaBackend(Backend):
         self._checked = None
         self._gemm_reason = None
         self._no_bias = {}
+        self._indices_placeholder = None
 
     def available(self) -> tuple[bool, str]:
         if self._checked is None:
@@ -210,7 +217,7 @@ class NumbaBackend(Backend):
 
     def conv2d(self, spec, x, weight, bias, out) -> None:
         k = _k()
-        nt = _threads()
+        nt = _threads(spec.flops // 2)
         top, _, left, _ = spec.pads
         if spec.padding_mode != "zeros":  # pad a copy; the kernels pad with zeros only
             from . import numpy_ref
@@ -220,7 +227,7 @@ class NumbaBackend(Backend):
         args = (self._bias(bias, spec.dtype), bias is not None, spec.activation == "relu", out)
         (sh, sw), (dh, dw) = spec.stride, spec.dilation
         if spec.c == spec.groups:
-            k.conv2d_direct(x, weight, *args, sh, sw, top, left, dh, dw, spec.groups)
+            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw)
             return
         w2 = weight.reshape(spec.k, -1)
         blas = _blas_pin()
@@ -232,19 +239,19 @@ class NumbaBackend(Backend):
                           spec.groups, rows, nt)
 
     def im2col(self, spec, x, out) -> None:
-        _threads()
+        _threads(out.size)
         top, _, left, _ = spec.pads
         _k().im2col(x, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def col2im(self, spec, cols, out) -> None:
-        _threads()
+        _threads(cols.size)
         top, _, left, _ = spec.pads
         _k().col2im(cols, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def max_pool2d(self, spec, x, out, indices) -> None:
-        _threads()
+        _threads(out.size * spec.kh * spec.kw)
         want = indices is not None
         if not want:
             indices = self._no_indices()
@@ -252,11 +259,12 @@ class NumbaBackend(Backend):
                         *spec.padding, *spec.dilation)
 
     def avg_pool2d(self, spec, x, out) -> None:
-        _threads()
+        _threads(out.size * spec.kh * spec.kw)
         _k().avg_pool2d(x, out, spec.kh, spec.kw, *spec.stride, *spec.padding,
                         spec.count_include_pad, spec.divisor_override or 0)
 
     def _no_indices(self):
-        if "indices" not in self._no_bias:
-            self._no_bias["indices"] = np.zeros((1, 1, 1, 1), np.int64)
-        return self._no_bias["indices"]
+        """An int64 placeholder for max_pool2d without indices (one kernel signature)."""
+        if self._indices_placeholder is None:
+            self._indices_placeholder = np.zeros((1, 1, 1, 1), np.int64)
+        return self._indices_placeholder
