@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <stdexcept>
 #include <vector>
 
 #include "../direct/direct.h"
@@ -53,52 +54,102 @@ struct Run {
     i64 ih0, iw0;
 };
 
-void runs_of_panel(const ConvShape& s, i64 j0, int nr, i64 end, i64 group_offset,
-                   std::vector<Run>& runs) {
-    runs.clear();
+// The runs of every micro-panel of columns [jb, je): panel q's runs are
+// runs[start[q]] .. runs[start[q + 1]].
+struct PanelRuns {
+    std::vector<Run> runs;
+    std::vector<int> start;
+};
+
+void runs_of_panels(const ConvShape& s, i64 jb, i64 je, int nr, i64 group_offset,
+                    PanelRuns& pr) {
+    pr.runs.clear();
+    pr.start.clear();
     const i64 pixels = s.oh * s.ow;
-    for (i64 j = j0; j < std::min(j0 + nr, end);) {
-        const i64 n = j / pixels, pix = j % pixels;
-        const i64 oh = pix / s.ow, ow = pix % s.ow;
-        const i64 len = std::min({s.ow - ow, j0 + nr - j, end - j});
-        runs.push_back({int(j - j0), int(len), n * s.c * s.h * s.w + group_offset,
-                        oh * s.sh - s.pad_top, ow * s.sw - s.pad_left});
-        j += len;
+    i64 n = jb / pixels, pix = jb % pixels;
+    i64 oh = pix / s.ow, ow = pix % s.ow;
+    for (i64 j0 = jb; j0 < je; j0 += nr) {
+        pr.start.push_back(int(pr.runs.size()));
+        for (i64 j = j0; j < std::min(j0 + nr, je);) {
+            const i64 len = std::min({s.ow - ow, j0 + nr - j, je - j});
+            pr.runs.push_back({int(j - j0), int(len), n * s.c * s.h * s.w + group_offset,
+                               oh * s.sh - s.pad_top, ow * s.sw - s.pad_left});
+            j += len;
+            ow += len;
+            if (ow == s.ow) {
+                ow = 0;
+                if (++oh == s.oh) oh = 0, ++n;
+            }
+        }
     }
+    pr.start.push_back(int(pr.runs.size()));
 }
 
 /* bp[panel][p][j] <- x[n][g*Cg + c][oh*sh + kh*dh - pt][ow*sw + kw*dw - pl],
    for p = (c*KH + kh)*KW + kw in [p0, p0 + kc), column j of the panel = pixel
-   (n, oh, ow); zero where the tap falls in the padding or past the last pixel. */
-template <typename T>
-void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, int nr,
-                const std::vector<Run>& runs, T* bp) {
-    const i64 taps = s.kh * s.kw;
-    for (i64 p = p0; p < p0 + kc; ++p, bp += nr) {
-        const i64 c = p / taps, kh = (p % taps) / s.kw, kw = p % s.kw;
-        std::fill(bp, bp + nr, T(0));
-        for (const Run& run : runs) {
-            const i64 ih = run.ih0 + kh * s.dh;
-            if (ih < 0 || ih >= s.h) continue;
-            const T* row = x + run.image + (c * s.h + ih) * s.w;
-            const i64 iw = run.iw0 + kw * s.dw;  // input column of the run's first pixel
-            // pixels t with 0 <= iw + t*sw < w
-            const i64 lo = iw >= 0 ? 0 : ceil_div(-iw, s.sw);
-            const i64 hi = std::min<i64>(run.len, iw < s.w ? ceil_div(s.w - iw, s.sw) : 0);
-            T* dst = bp + run.first;
-            if (s.sw == 1) {
-                if (hi > lo) std::memcpy(dst + lo, row + iw + lo, (hi - lo) * sizeof(T));
-            } else {
-                for (i64 t = lo; t < hi; ++t) dst[t] = row[iw + t * s.sw];
+   (n, oh, ow); zero where the tap falls in the padding or past the last pixel.
+   Row by row of B, so that the reads walk along input rows. NR is a
+   compile-time constant so that the common case is a fixed-size copy. */
+template <typename T, int NR>
+void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRuns& pr, T* bp) {
+    constexpr int nr = NR;
+    const i64 panels = i64(pr.start.size()) - 1;
+    i64 c = p0 / (s.kh * s.kw), kh = p0 / s.kw % s.kh, kw = p0 % s.kw;
+    for (i64 p = 0; p < kc; ++p) {
+        for (i64 q = 0; q < panels; ++q) {
+            T* dst = bp + (q * kc + p) * nr;
+            const Run* run = pr.runs.data() + pr.start[q];
+            const Run* end = pr.runs.data() + pr.start[q + 1];
+            const i64 first_iw = run->iw0 + kw * s.dw;
+            const i64 first_ih = run->ih0 + kh * s.dh;
+            if (end - run == 1 && run->len == nr && first_ih >= 0 && first_ih < s.h &&
+                first_iw >= 0 && first_iw + (nr - 1) * s.sw < s.w) {
+                // the common case: one run, wholly inside the image
+                const T* src = x + run->image + (c * s.h + first_ih) * s.w + first_iw;
+                if (s.sw == 1) {
+                    std::memcpy(dst, src, sizeof(T) * nr);
+                } else {
+                    for (int t = 0; t < nr; ++t) dst[t] = src[t * s.sw];
+                }
+                continue;
+            }
+            for (int t = 0; t < nr; ++t) dst[t] = T(0);
+            for (; run != end; ++run) {
+                const i64 ih = run->ih0 + kh * s.dh;
+                if (ih < 0 || ih >= s.h) continue;
+                const T* row = x + run->image + (c * s.h + ih) * s.w;
+                const i64 iw = run->iw0 + kw * s.dw;  // input column of the run's first pixel
+                // pixels t with 0 <= iw + t*sw < w
+                const i64 lo = iw >= 0 ? 0 : ceil_div(-iw, s.sw);
+                const i64 hi = iw + (run->len - 1) * s.sw < s.w ? run->len
+                               : iw < s.w                        ? ceil_div(s.w - iw, s.sw)
+                                                                 : 0;
+                T* d = dst + run->first;
+                for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
             }
         }
+        if (++kw == s.kw) {
+            kw = 0;
+            if (++kh == s.kh) kh = 0, ++c;
+        }
+    }
+}
+
+template <typename T>
+void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, int nr, const PanelRuns& pr,
+                   T* bp) {
+    switch (nr) {
+        case 4: return pack_input<T, 4>(s, x, p0, kc, pr, bp);
+        case 8: return pack_input<T, 8>(s, x, p0, kc, pr, bp);
+        case 16: return pack_input<T, 16>(s, x, p0, kc, pr, bp);
+        default: throw std::logic_error("no packing for this micro-kernel width");
     }
 }
 
 template <typename T>
 struct Workspace {
     std::vector<T> bp;
-    std::vector<Run> runs;
+    PanelRuns runs;
     std::vector<T> tile;
 };
 
@@ -109,7 +160,7 @@ void compute_tile(const ConvShape& s, const UKernel<T>& uk, i64 kc, const T* a, 
                   const T* bias, bool relu, T* out, T* tile) {
     const i64 pixels = s.oh * s.ow;
     const i64 k0 = g * (s.k / s.groups) + i0;
-    const i64 n = j0 / pixels, pix = j0 % pixels;
+    i64 n = j0 / pixels, pix = j0 % pixels;
     const T* tile_bias = last && bias ? bias + k0 : nullptr;
     const bool tile_relu = last && relu;
     if (mr_eff == uk.mr && nr_eff == uk.nr && pix + uk.nr <= pixels) {
@@ -120,14 +171,15 @@ void compute_tile(const ConvShape& s, const UKernel<T>& uk, i64 kc, const T* a, 
     // Edge or image-crossing tile: compute aside, then add where each column lives.
     uk.fn(kc, a, b, tile, uk.nr, false, nullptr, false);
     for (int t = 0; t < nr_eff; ++t) {
-        const i64 nt = (j0 + t) / pixels, pt = (j0 + t) % pixels;
+        T* col = out + (n * s.k + k0) * pixels + pix;
         for (int i = 0; i < mr_eff; ++i) {
-            T& dst = out[(nt * s.k + k0 + i) * pixels + pt];
+            T& dst = col[i * pixels];
             T v = accumulate ? dst + tile[i * uk.nr + t] : tile[i * uk.nr + t];
             if (tile_bias) v += tile_bias[i];
             if (tile_relu && v < T(0)) v = T(0);
             dst = v;
         }
+        if (++pix == pixels) pix = 0, ++n;
     }
 }
 
@@ -166,12 +218,10 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
             const i64 col_panels = ceil_div(je - jb, uk.nr);
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
             const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
+            runs_of_panels(s, jb, je, uk.nr, group_offset, ws.runs);
             for (i64 p0 = 0; p0 < gm.depth; p0 += kKC) {            // depth blocks: pack B
                 const i64 kc = std::min(kKC, gm.depth - p0);
-                for (i64 jp = 0; jp < col_panels; ++jp) {
-                    runs_of_panel(s, jb + jp * uk.nr, uk.nr, je, group_offset, ws.runs);
-                    pack_input(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data() + jp * kc * uk.nr);
-                }
+                pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
                 const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
                 for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks
                     const i64 i1 = std::min(i0 + mc, gm.rows);
