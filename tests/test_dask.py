@@ -142,8 +142,22 @@ def test_batch_chunks_bitwise_on_every_backend(backend):
               backend=backend)
     y = fcd.conv2d(da.from_array(x, chunks=(2, 2, 20, 18)), w, b, **kw)
     assert y.chunks == ((2, 2, 1), (3, 3), (20,), (18,))
+    threads = fc.get_num_threads()
     with dask.config.set(scheduler="threads"):
         assert np.array_equal(y.compute(), fc.conv2d(x, w, b, **kw))
+    assert fc.get_num_threads() == threads  # the tasks' thread budget was given back
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("padding, stride", [(((2, 0), (1, 3)), 3), (((5, 0), (0, 0)), 10),
+                                             (((4, 4), (3, 3)), 2)])
+def test_blocks_whose_windows_lie_in_the_padding(backend, padding, stride):
+    """One-row chunks, wide padding, 1x1 kernels: some blocks read no input row at all."""
+    x = np.random.default_rng(0).standard_normal((1, 3, 7, 2)).astype(np.float32)
+    w, b = np.ones((2, 3, 1, 1), np.float32), np.ones(2, np.float32)
+    kw = dict(stride=stride, padding=padding, backend=backend)
+    y = fcd.conv2d(da.from_array(x, chunks=(1, 3, 1, 1)), w, b, **kw)
+    assert np.array_equal(y.compute(scheduler="sync"), fc.conv2d(x, w, b, **kw))
 
 
 # ------------------------------------------------------------------ laziness

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -222,8 +223,10 @@ def _blocks(size, n_out, s, ek, off, kept, before, pool_check):
         r0, r1 = o0 * s - off, (o1 - 1) * s - off + ek
         inner = r0 >= 0 and r1 <= size
         if pool_check is None:     # conv2d: exactly the zero padding its windows reach
-            blocks.append(_Block(o0, o1, max(r0, 0), min(r1, size),
-                                 (max(-r0, 0), max(r1 - size, 0)), 0, held))
+            a, b = max(r0, 0), min(r1, size)
+            if b <= a:  # every window lies in the padding before row 0: read one row
+                a, b = 0, 1  # (its extra windows are dropped)
+            blocks.append(_Block(o0, o1, a, b, (a - r0, max(r1 - b, 0)), 0, held))
             continue
         # Pooling pads symmetrically, and its padding and ceil_mode decide the
         # divisors and which windows exist: edge blocks keep the caller's.
@@ -305,11 +308,13 @@ def _cores() -> int:
 def _host_slots() -> int:
     """Tasks that can run at once on this machine (see the module's docstring)."""
     global _slots_cache
-    try:
-        from distributed import get_worker
-
-        worker = get_worker()
-    except (ImportError, ValueError):  # not inside a dask.distributed task
+    worker = None
+    if "distributed" in sys.modules:  # a worker has imported it; don't import it here
+        try:
+            worker = sys.modules["distributed"].get_worker()
+        except ValueError:  # not inside a dask.distributed task
+            pass
+    if worker is None:
         import dask
         from dask.system import CPU_COUNT
 
@@ -378,10 +383,11 @@ class _ConvTask:
         g0, groups = self.groups_per_chunk[ci]
         k0, k1 = g0 * self.k_per_group, (g0 + groups) * self.k_per_group
         with _thread_budget():
-            return _api.conv2d(_window(block, h, w), weight[k0:k1],
-                               None if bias is None else bias[k0:k1], self.stride,
-                               (h.pad, w.pad), self.dilation, groups,
-                               activation=self.activation, backend=self.backend)
+            y = _api.conv2d(_window(block, h, w), weight[k0:k1],
+                            None if bias is None else bias[k0:k1], self.stride,
+                            (h.pad, w.pad), self.dilation, groups,
+                            activation=self.activation, backend=self.backend)
+        return _local(y, h, w)
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
