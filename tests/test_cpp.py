@@ -4,6 +4,7 @@ large allocations. (The per-function test modules compare it with PyTorch and
 the reference through the public API.)"""
 
 import concurrent.futures
+import os
 import contextlib
 import tracemalloc
 
@@ -237,3 +238,17 @@ def test_bad_direct_calls_raise_instead_of_crashing():
     with pytest.raises(ValueError, match="outside its input plane"):
         _cpp.max_pool2d_backward(g, np.full(g.shape, 99, np.int64),
                                  np.zeros((1, 2, 5, 5), np.float32), 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")
+def test_extra_memory_of_a_call_does_not_grow_with_the_batch():
+    from fastconv.bench.memory import peak_extra_bytes
+
+    small = peak_extra_bytes("resnet_stem", 1, "cpp", use_out=True)
+    large = peak_extra_bytes("resnet_stem", 16, "cpp", use_out=True)
+    assert large["output"] == 16 * small["output"]
+    # the workspace: packed weights and a B block per thread, a few MB at most
+    assert large["extra"] < 8 << 20
+    assert large["extra"] < small["extra"] + (1 << 20)
+    without_out = peak_extra_bytes("resnet_stem", 16, "cpp", use_out=False)
+    assert without_out["extra"] >= large["output"]

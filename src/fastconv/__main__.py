@@ -1,4 +1,4 @@
-"""Command line: `python -m fastconv info` and `python -m fastconv bench`."""
+"""Command line: `python -m fastconv info`, `bench` and `memory`."""
 
 from __future__ import annotations
 
@@ -64,7 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, help="timed calls per cell (at least)")
     bench.add_argument("--no-torch", action="store_true", help="leave PyTorch out")
     bench.set_defaults(run=_bench)
+    memory = sub.add_parser("memory", help="peak extra memory of a conv2d call, per backend")
+    memory.add_argument("layers", nargs="*", help="layer names (default: resnet_stem)")
+    memory.add_argument("--batch", nargs="+", type=int, default=[8, 64])
+    memory.add_argument("--backends", nargs="+", choices=sorted(fc.backends()),
+                        help="default: every available backend")
+    memory.set_defaults(run=_memory)
     return parser
+
+
+def _memory(args) -> int:
+    from .bench.memory import main
+
+    return main(args)
 
 
 def _bench(args) -> int:

@@ -49,6 +49,33 @@ def time_call(fn: Callable[[], object], repeat: int, min_time: float) -> list[fl
     return times
 
 
+# glibc's mallopt parameters (malloc.h) and the values the benchmarks fix.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest: buffers below it are reused, not re-faulted
+_TRIM_THRESHOLD = 1 << 30
+
+
+def fix_allocator() -> str:
+    """Put glibc's allocator in one fixed state for the whole run, and say which.
+
+    glibc adapts its mmap threshold to the frees it has seen, so whether a fresh
+    large result costs page faults on every call depends on the process's
+    history (a 1.6-8x swing for PyTorch here). Fixing both thresholds makes
+    every contender pay the same way."""
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return "allocator: not glibc, left as is"
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD) == 1
+    ok = mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and ok
+    if not ok:
+        return "allocator: glibc refused mallopt, left as is"
+    return (f"allocator: glibc with mmap threshold {_MMAP_THRESHOLD >> 20} MB and trim "
+            f"threshold {_TRIM_THRESHOLD >> 20} MB fixed for every contender")
+
+
 def _torch():
     try:
         import torch
@@ -196,10 +223,12 @@ def main(args) -> int:
     }
     backends = [b for b in wanted if _supports(args.op, b, probes[args.op])]
     skipped = [b for b in wanted if b not in backends]
+    allocator = fix_allocator()
     print(f"fastconv {fc.__version__} bench: op {args.op}, {dtype}, {threads} threads, "
           f"suite {args.suite}; backends {backends}"
           + (f" (without {args.op}: {skipped})" if skipped else "")
           + (f"; torch {torch.__version__}" if torch is not None else "; torch not installed"))
+    print(allocator)
     rows = []
     try:
         for layer in layers:

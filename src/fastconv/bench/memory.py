@@ -1,0 +1,81 @@
+"""`python -m fastconv memory`: the peak memory a conv2d call adds, per backend.
+
+Each measurement runs in a fresh process whose allocator hands freed memory
+straight back to the system, so the kernel's page-level peak (VmHWM, reset
+through /proc/self/clear_refs just before the call) is what the call itself
+needed: its output (unless `out=` is given) plus its workspace. Linux only.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from .shapes import CONV_LAYERS
+
+_PROBE = r"""
+import ctypes, json, sys
+libc = ctypes.CDLL(None)
+libc.mallopt(-3, 64 << 10)  # M_MMAP_THRESHOLD: large blocks are mapped and unmapped
+libc.mallopt(-1, 64 << 10)  # M_TRIM_THRESHOLD: the heap's top goes back at once
+import numpy as np
+import fastconv as fc
+from fastconv.bench.shapes import CONV_LAYERS
+
+name, batch, backend, use_out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+layer = {l.name: l for l in CONV_LAYERS}[name]
+x = np.ones((batch, *layer.x_shape[1:]), np.float32)
+w = np.ones(layer.weight_shape, np.float32)
+kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, backend=backend)
+out = fc.conv2d(x, w, **kw)  # warm-up: imports, JIT, first-touch of x and w
+if not use_out:
+    del out
+    out = None
+
+def status(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset VmHWM to the current resident size
+before = status("VmRSS")
+result = fc.conv2d(x, w, **kw, out=out)
+print(json.dumps({"extra": status("VmHWM") - before, "output": result.nbytes}))
+"""
+
+
+def peak_extra_bytes(layer: str, batch: int, backend: str, use_out: bool) -> dict:
+    """{"extra": bytes the call added at its peak, "output": bytes of its result}."""
+    done = subprocess.run([sys.executable, "-c", _PROBE, layer, str(batch), backend,
+                           "1" if use_out else "0"], capture_output=True, text=True,
+                          timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout)
+
+
+def main(args) -> int:
+    import fastconv as fc
+
+    names = args.layers or ["resnet_stem"]
+    unknown = set(names) - {l.name for l in CONV_LAYERS}
+    if unknown:
+        print(f"unknown layers: {sorted(unknown)}; choose from {[l.name for l in CONV_LAYERS]}")
+        return 2
+    backends = args.backends or [n for n, b in fc.backends().items() if b.available]
+    mb = 1 << 20
+    print("conv2d peak extra memory per call, float32 (MB; resident pages, fresh process)")
+    head = f"{'layer':<15}{'batch':>6}{'backend':>9}{'output':>9}{'with out=':>11}{'without':>9}"
+    print(head)
+    print("-" * len(head))
+    for name in names:
+        for batch in args.batch:
+            for backend in backends:
+                with_out = peak_extra_bytes(name, batch, backend, True)
+                without = peak_extra_bytes(name, batch, backend, False)
+                print(f"{name:<15}{batch:>6}{backend:>9}{with_out['output'] / mb:>9.1f}"
+                      f"{with_out['extra'] / mb:>11.1f}{without['extra'] / mb:>9.1f}")
+    return 0
