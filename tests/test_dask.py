@@ -40,8 +40,13 @@ def _works(backend: str) -> str:
     return ""
 
 
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(bool(_works(b)), reason=_works(b) or "-"))
-            for b in ("numpy", "cpp")]
+def _backends(*names):
+    return [pytest.param(b, marks=pytest.mark.skipif(bool(_works(b)), reason=_works(b) or "-"))
+            for b in names]
+
+
+BACKENDS = _backends("numpy", "cpp")
+SWEEP_BACKENDS = _backends("numpy", "cpp", "numba")  # numba: in-process only (JIT per process)
 CONV_BITWISE = {"cpp"}  # per-element sums independent of the GEMM's width
 
 
@@ -119,7 +124,7 @@ def _bitwise(kind, backend):
     return kind != "conv2d" or backend in CONV_BITWISE
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", SWEEP_BACKENDS)
 def test_random_configurations_threaded(backend):
     """A seeded sweep on the threaded scheduler: shapes, chunks and values."""
     rng = np.random.default_rng(9)
