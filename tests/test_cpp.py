@@ -144,6 +144,10 @@ POOL_CASES = [
     ((1, 2, 9, 11), (2, 3), (1, 2), (1, 1), (2, 1), True),
     ((3, 4, 8, 8), 2, None, 0, 1, False),
     ((1, 1, 20, 7), (4, 2), 3, (2, 1), 1, True),
+    # rows wide enough for the vector paths of both dtypes, with odd tails
+    ((1, 3, 9, 75), 3, 2, 1, 1, False),
+    ((2, 2, 6, 41), (2, 3), 1, (0, 1), (1, 2), False),
+    ((1, 2, 7, 58), (3, 2), (2, 3), 1, 1, True),
 ]
 
 

@@ -9,6 +9,10 @@
 
 #include "direct.h"
 
+// 32-byte vector values never cross a call boundary here (all internal and
+// inlined), so the generic path's note about their ABI does not apply.
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace fastconv {
 namespace FASTCONV_ISA_NS {
 
@@ -52,48 +56,94 @@ template <> struct TapInt<double> { using type = std::int64_t; };
 
 // SW: the stride along the row when known at compile time (strided loads then
 // vectorise as loads and shuffles instead of gathers), 0 when not.
+// 32-byte vectors through GCC/Clang vector extensions: AVX registers on the
+// avx2 path, pairs of SSE registers on the generic one.
+template <typename T>
+struct Lanes {
+    static constexpr int n = 32 / sizeof(T);
+    typedef T V __attribute__((vector_size(32)));
+    typedef typename TapInt<T>::type I __attribute__((vector_size(32)));
+};
+
+template <typename V, typename T>
+inline V load(const T* p) {
+    V v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return v;
+}
+
+template <typename V, typename T>
+inline void store(T* p, V v) {
+    __builtin_memcpy(p, &v, sizeof v);
+}
+
+// Lanes o, o+1, ... of a row read with stride SW (1, 2, or 0: s.sw at run time).
+template <typename T, int SW>
+inline typename Lanes<T>::V load_strided(const T* src, i64 sw) {
+    using V = typename Lanes<T>::V;
+    if constexpr (SW == 1) {
+        return load<V>(src);
+    } else if constexpr (SW == 2) {
+        // elements 0, 2, ..., 2n-2: the second load ends on the last one, so
+        // nothing past it is read
+        const V lo = load<V>(src), hi = load<V>(src + Lanes<T>::n - 1);
+        if constexpr (Lanes<T>::n == 8) {
+            return __builtin_shufflevector(lo, hi, 0, 2, 4, 6, 9, 11, 13, 15);
+        } else {
+            return __builtin_shufflevector(lo, hi, 0, 2, 5, 7);
+        }
+    } else {
+        V v;
+        for (int l = 0; l < Lanes<T>::n; ++l) v[l] = src[l * sw];
+        return v;
+    }
+}
+
+// SW: the stride along the row when known at compile time, 0 when not.
+// Inside the row's interior, Lanes<T>::n outputs at a time keep their maximum
+// and its tap in registers across the whole window; the rest go tap by tap.
 template <typename T, int SW>
 void max_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __restrict best,
                   typename TapInt<T>::type* __restrict tap, T* __restrict out,
                   std::int64_t* __restrict indices) {
     using I = typename TapInt<T>::type;
+    using V = typename Lanes<T>::V;
+    using IV = typename Lanes<T>::I;
+    constexpr int L = Lanes<T>::n;
     const i64 ih0 = oh * s.sh - s.ph;
     const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pw, s.dw);
     const i64 sw = SW ? SW : s.sw;
-    bool first = true;
-    for (i64 kh = 0; kh < s.kh; ++kh) {
-        const i64 ih = ih0 + kh * s.dh;
-        if (ih < 0 || ih >= s.h) continue;
-        for (i64 kw = 0; kw < s.kw; ++kw) {
-            const T* __restrict src = plane + ih * s.w - s.pw + kw * s.dw;
-            const I t = I(kh * s.dh * s.w + kw * s.dw);
-            if (first) {
-                for (i64 o = in.first; o < in.last; ++o) {
-                    best[o] = src[o * sw];
-                    tap[o] = t;
-                }
-            } else {
-                for (i64 o = in.first; o < in.last; ++o) {
-                    const T v = src[o * sw];
-                    const T b = best[o];
-                    const I old = tap[o];
-                    // branch-free, so that it vectorises into compares and blends
-                    const bool take = (v > b) | ((v != v) & (b == b));
-                    best[o] = take ? v : b;
-                    tap[o] = take ? t : old;
-                }
+    // Rows of the window inside the input: the same for every column.
+    i64 kh0 = 0, kh1 = s.kh;
+    while (kh0 < s.kh && ih0 + kh0 * s.dh < 0) ++kh0;
+    while (kh1 > kh0 && ih0 + (kh1 - 1) * s.dh >= s.h) --kh1;
+    // Whole vectors over the interior; the last one may overlap its neighbour
+    // (those outputs are simply computed twice, to the same values).
+    const i64 vec_end = in.last - in.first >= L ? in.last : in.first;
+    for (i64 next = in.first; next < vec_end; next += L) {
+        const i64 o = next + L <= vec_end ? next : vec_end - L;
+        const T* corner = plane + (ih0 + kh0 * s.dh) * s.w + o * sw - s.pw;
+        V b = load_strided<T, SW>(corner, sw);
+        IV t = IV{} + I(kh0 * s.dh * s.w);
+        for (i64 kh = kh0; kh < kh1; ++kh) {
+            const T* row = plane + (ih0 + kh * s.dh) * s.w + o * sw - s.pw;
+            for (i64 kw = (kh == kh0 ? 1 : 0); kw < s.kw; ++kw) {
+                const V v = load_strided<T, SW>(row + kw * s.dw, sw);
+                const IV take = (v > b) | ((v != v) & (b == b));
+                b = take ? v : b;
+                t = take ? (IV{} + I(kh * s.dh * s.w + kw * s.dw)) : t;
             }
-            first = false;
         }
+        store(best + o, b);
+        store(tap + o, t);
     }
-    // Columns whose window reaches into the padding: the same rule, tap by tap.
+    // The other columns: the same rule, tap by tap.
     for (i64 o = 0; o < s.ow; ++o) {
-        if (o == in.first && in.last > in.first) o = in.last;
+        if (o == in.first && vec_end > in.first) o = vec_end;
         if (o >= s.ow) break;
         bool seen = false;
-        for (i64 kh = 0; kh < s.kh; ++kh) {
+        for (i64 kh = kh0; kh < kh1; ++kh) {
             const i64 ih = ih0 + kh * s.dh;
-            if (ih < 0 || ih >= s.h) continue;
             for (i64 kw = 0; kw < s.kw; ++kw) {
                 const i64 iw = o * sw - s.pw + kw * s.dw;
                 if (iw < 0 || iw >= s.w) continue;
