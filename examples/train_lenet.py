@@ -70,18 +70,20 @@ def backend_plan(name: str, model: nn.Sequential, x) -> tuple[object, dict[str, 
     runs: dict[str, set[str]] = {op: set() for op in OPS}
     setting: dict[str, str] = {}
     for layer in model:  # one explain() per call the model makes, on its real shapes
+        probes = {}
         if isinstance(layer, nn.Conv2d):
             args = (layer.stride, layer.padding, layer.dilation, layer.groups)
+            mode = {"padding_mode": layer.padding_mode}
             y = np.zeros(fc.explain("conv2d", x, layer.weight, None, *args).out_shape, x.dtype)
-            probes = {"conv2d": ("conv2d", x, layer.weight, layer.bias, *args),
-                      "conv2d_backward": ("conv2d_backward", y, x, layer.weight, *args)}
+            probes["conv2d"] = ((x, layer.weight, layer.bias, *args),
+                                dict(mode, activation=layer.activation))
+            probes["conv2d_backward"] = ((y, x, layer.weight, *args), mode)
         elif isinstance(layer, nn.MaxPool2d):
-            probes = {"max_pool2d": ("max_pool2d", x, *layer._args(), True)}
-        else:
-            probes = {}
-        for op, probe in probes.items():
+            probes["max_pool2d"] = ((x, layer.kernel_size, layer.stride, layer.padding,
+                                     layer.dilation, layer.ceil_mode), {"return_indices": True})
+        for op, (args, kwargs) in probes.items():
             try:
-                plan = fc.explain(*probe, backend=name)
+                plan = fc.explain(op, *args, **kwargs, backend=name)
             except fc.BackendUnavailableError:
                 if not fc.backends()[name].available:
                     raise
@@ -91,9 +93,10 @@ def backend_plan(name: str, model: nn.Sequential, x) -> tuple[object, dict[str, 
                 runs[op].add(plan.backend)
         with fc.use_backend("numpy"):  # only the shapes matter here
             x = layer.forward(x)
-    if name != "auto":
-        setting = {op: setting.get(op, name) for op in OPS}
-    return (name if name == "auto" else setting), {op: "+".join(sorted(b)) for op, b in runs.items()}
+    where = {op: "+".join(sorted(backends)) for op, backends in runs.items()}
+    if name == "auto":
+        return "auto", where
+    return {op: setting.get(op, name) for op in OPS}, where
 
 
 class _NoBar:

@@ -96,6 +96,8 @@ class Layer:
         for store in (self.params, self.grads):
             for key, value in store.items():
                 store[key] = value.astype(dtype)
+        if hasattr(self, "dtype"):
+            self.dtype = dtype
         return self
 
     def state_dict(self) -> dict[str, np.ndarray]:
