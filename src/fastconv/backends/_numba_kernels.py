@@ -7,6 +7,11 @@ arrays they are given and never check arguments (fastconv._params did).
 Naming: x (N, C, H, W) input, out (N, K, OH, OW) result; (top, left) the
 leading zero padding; sh, sw strides; dh, dw dilations. An output row r is
 n*OH + oh.
+
+Inner loops index flat arrays with `_u(...)` (unsigned): the index is known
+to be in bounds, and unsigned indices need no negative-index wraparound, so
+LLVM vectorizes the loops. Slicing views in hot loops is avoided: each view
+costs an atomic reference count, shared by all threads.
 """
 
 from __future__ import annotations
@@ -15,16 +20,14 @@ import numba
 import numpy as np
 from numba import prange
 
+_u = numba.uintp
+
 
 def _jit(parallel=False, inline=False):
     """The project's Numba options: cached on disk, the GIL released, no
     fastmath (results round as the reference's do), NumPy's error model (no
-    zero-division checks in the hot loops).
-
-    inline=True inlines a helper into its callers at Numba's level, so the
-    array views it is handed cost no reference counting (atomic, and shared
-    between threads) per call.
-    """
+    zero-division checks in the hot loops). inline=True inlines a helper into
+    its callers at Numba's level."""
     return numba.njit(cache=True, parallel=parallel, nogil=True, fastmath=False,
                       error_model="numpy", inline="always" if inline else "never")
 
@@ -38,81 +41,87 @@ def _span(count, off, stride, size):
     return lo, max(lo, hi)
 
 
-# Inner loops run over views from index 0, so Numba knows the index is not
-# negative (no wraparound code) and LLVM vectorizes them.
+# ------------------------------------------------- flat loops (d at db, s at sb)
 
 
 @_jit(inline=True)
-def _copy(d, s, sw):
-    """d[o] <- s[o*sw]."""
+def _fill(d, db, n, v):
+    for o in range(n):
+        d[_u(db + o)] = v
+
+
+@_jit(inline=True)
+def _copy(d, db, s, sb, n, sw):
+    """d[db + o] <- s[sb + o*sw]."""
     if sw == 1:
-        for o in range(d.size):
-            d[o] = s[o]
+        for o in range(n):
+            d[_u(db + o)] = s[_u(sb + o)]
     else:
-        for o in range(d.size):
-            d[o] = s[o * sw]
+        for o in range(n):
+            d[_u(db + o)] = s[_u(sb + o * sw)]
 
 
 @_jit(inline=True)
-def _axpy(d, s, a, sw):
-    """d[o] += a * s[o*sw]."""
+def _axpy(d, db, s, sb, n, a, sw):
+    """d[db + o] += a * s[sb + o*sw]."""
     if sw == 1:
-        for o in range(d.size):
-            d[o] += a * s[o]
+        for o in range(n):
+            d[_u(db + o)] += a * s[_u(sb + o)]
     else:
-        for o in range(d.size):
-            d[o] += a * s[o * sw]
+        for o in range(n):
+            d[_u(db + o)] += a * s[_u(sb + o * sw)]
 
 
 @_jit(inline=True)
-def _bias_relu(d, s, b, has_bias, relu):
-    """d[o] <- act(s[o] + b); relu keeps NaN, as np.maximum does."""
+def _bias_relu(d, db, s, sb, n, b, has_bias, relu):
+    """d[db + o] <- act(s[sb + o] + b); relu keeps NaN, as np.maximum does."""
     zero = d.dtype.type(0)
-    for o in range(d.size):
-        v = s[o] + b if has_bias else s[o]
-        d[o] = zero if relu and v < 0 else v
+    for o in range(n):
+        v = s[_u(sb + o)] + b if has_bias else s[_u(sb + o)]
+        d[_u(db + o)] = zero if relu and v < 0 else v
 
 
 # ------------------------------------------------------------ convolution
 
 
 @_jit()
-def _gather(x, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw):
-    """Output rows [r0, r1) unfolded, zeros where the taps fall in the padding.
+def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw):
+    """Output rows [r0, r1) unfolded into cols (C*KH*KW, P), zeros in the padding.
 
     /* cols[(c*KH + i)*KW + j][(r - r0)*OW + ow] <- x[n][c][oh*sh - top + i*dh][ow*sw - left + j*dw] */
     """
-    c_, h, w = x.shape[1], x.shape[2], x.shape[3]
+    p = (r1 - r0) * ow_
     for q in range(c_ * kh * kw):
         c = q // (kh * kw)
         i = (q // kw) % kh
         off = (q % kw) * dw - left
         lo, hi = _span(ow_, off, sw, w)
-        base = 0
+        db = q * p
         for r in range(r0, r1):
             n = r // oh_
             ih = (r - n * oh_) * sh - top + i * dh
-            dst = cols[q, base:base + ow_]
             if ih < 0 or ih >= h:
-                dst[:] = 0
+                _fill(cols, db, ow_, 0)
             else:
-                dst[:lo] = 0
-                _copy(dst[lo:hi], x[n, c, ih, lo * sw + off:], sw)
-                dst[hi:] = 0
-            base += ow_
+                _fill(cols, db, lo, 0)
+                _copy(cols, db + lo, xf, ((n * c_ + c) * h + ih) * w + lo * sw + off, hi - lo, sw)
+                _fill(cols, db + hi, ow_ - hi, 0)
+            db += ow_
 
 
 @_jit()
-def _epilogue(y, out, r0, r1, bias, has_bias, relu):
-    """out[n][k][oh][:] <- act(y[k][(r - r0)*OW:] + bias[k]) for rows r in [r0, r1)."""
-    oh_, ow_ = out.shape[2], out.shape[3]
-    for k in range(out.shape[1]):
+def _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu):
+    """out[n][k][oh][:] <- act(y[k][(r - r0)*OW:] + bias[k]) for the rows r of a
+    block; y (K, P) lies in yf at yb (it may be out itself)."""
+    p = (r1 - r0) * ow_
+    for k in range(k_):
         b = bias[k] if has_bias else bias[0]
-        base = 0
+        sb = yb + k * p
         for r in range(r0, r1):
             n = r // oh_
-            _bias_relu(out[n, k, r - n * oh_], y[k, base:base + ow_], b, has_bias, relu)
-            base += ow_
+            _bias_relu(outf, ((n * k_ + k) * oh_ + r - n * oh_) * ow_, yf, sb, ow_, b,
+                       has_bias, relu)
+            sb += ow_
 
 
 @_jit()
@@ -136,13 +145,15 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
     `out` directly, and a 1x1 unit-stride unpadded one needs no gather.
     """
     n_, k_, oh_, ow_ = out.shape
-    c_ = x.shape[1]
+    c_, h, w = x.shape[1], x.shape[2], x.shape[3]
     ckk = c_ * kh * kw
     total = n_ * oh_
     nblocks = (total + rows - 1) // rows
     pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
-                 and x.shape[2] == oh_ and x.shape[3] == ow_)
+                 and h == oh_ and w == ow_)
     whole = rows == oh_
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
     for t in prange(nt):
         colsbuf = np.empty(ckk * rows * ow_, x.dtype)
         ybuf = np.empty(k_ * rows * ow_, x.dtype)
@@ -150,15 +161,21 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
             r0 = b * rows
             r1 = min(total, r0 + rows)
             p = (r1 - r0) * ow_
-            y = out[r0 // oh_].reshape((k_, p)) if whole else ybuf[:k_ * p].reshape((k_, p))
+            n0 = r0 // oh_
+            if whole:
+                yf, yb = outf, n0 * k_ * p
+            else:
+                yf, yb = ybuf, 0
+            y = yf[yb:yb + k_ * p].reshape((k_, p))
             if whole and pointwise:
-                _group_dot(w2, x[r0 // oh_].reshape((ckk, p)), y, groups)
+                _group_dot(w2, x[n0].reshape((ckk, p)), y, groups)
             else:
                 cols = colsbuf[:ckk * p].reshape((ckk, p))
-                _gather(x, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw)
+                _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
+                        dh, dw)
                 _group_dot(w2, cols, y, groups)
             if not whole or has_bias or relu:
-                _epilogue(y, out, r0, r1, bias, has_bias, relu)
+                _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
 
 
 def gemm_rows(n, oh, ow, ckk, nt):
@@ -196,30 +213,104 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw)
     cols = min(wd, wp - left)
     unit = sh == 1 and sw == 1
     span = (oh_ - 1) * wp + ow_ if unit else ow_
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
     for task in prange(n_ * c_):
-        n = task // c_
-        c = task % c_
         xp = np.zeros(hp * wp, x.dtype)
         for ih in range(rows):
-            start = (ih + top) * wp + left
-            _copy(xp[start:start + cols], x[n, c, ih], 1)
+            _copy(xp, (ih + top) * wp + left, xf, (task * h + ih) * wd, cols, 1)
         acc = np.empty(span, x.dtype)
-        for k in range(c * m, (c + 1) * m):
+        for k in range(task % c_ * m, (task % c_ + 1) * m):
             b = bias[k] if has_bias else bias[0]
+            ob = (task // c_ * k_ + k) * oh_ * ow_
             if unit:
                 acc[:] = 0
                 for i in range(kh):
                     for j in range(kw):
-                        _axpy(acc, xp[i * dh * wp + j * dw:], w[k, 0, i, j], 1)
+                        _axpy(acc, 0, xp, i * dh * wp + j * dw, span, w[k, 0, i, j], 1)
                 for oh in range(oh_):
-                    _bias_relu(out[n, k, oh], acc[oh * wp:oh * wp + ow_], b, has_bias, relu)
+                    _bias_relu(outf, ob + oh * ow_, acc, oh * wp, ow_, b, has_bias, relu)
             else:
                 for oh in range(oh_):
                     acc[:] = 0
                     for i in range(kh):
                         for j in range(kw):
-                            _axpy(acc, xp[(oh * sh + i * dh) * wp + j * dw:], w[k, 0, i, j], sw)
-                    _bias_relu(out[n, k, oh], acc, b, has_bias, relu)
+                            _axpy(acc, 0, xp, (oh * sh + i * dh) * wp + j * dw, ow_,
+                                  w[k, 0, i, j], sw)
+                    _bias_relu(outf, ob + oh * ow_, acc, 0, ow_, b, has_bias, relu)
+
+
+
+@_jit(parallel=True)
+def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, groups,
+                         rows, nt):
+    """gi += the input gradient, gw_t[t] <- thread t's part of the weight gradient.
+
+    gi (N, C, Hp, Wp) is zeroed and in padded coordinates (ih + top, iw + left);
+    gw_t is (nt, K, C/groups*KH*KW). Blocks of `rows` output rows as in
+    conv2d_gemm: per group gw += gy @ cols^T and dcols = w^T @ gy, then dcols
+    is added back at its taps. Blocks two apart touch disjoint input rows
+    (the caller makes rows >= (KH-1)*dh // sh), so the even blocks run in
+    parallel, then the odd ones.
+    """
+    n_, k_, oh_, ow_ = g.shape
+    c_, h, w = x.shape[1], x.shape[2], x.shape[3]
+    hp, wp = gi.shape[2], gi.shape[3]
+    ckk = c_ * kh * kw
+    kg = k_ // groups
+    cgkk = ckk // groups
+    total = n_ * oh_
+    nblocks = (total + rows - 1) // rows
+    xf = x.reshape(x.size)
+    gf = g.reshape(g.size)
+    gif = gi.reshape(gi.size)
+    for wave in range(2):
+        for t in prange(nt):
+            colsbuf = np.empty(ckk * rows * ow_, x.dtype)
+            dcolsbuf = np.empty(ckk * rows * ow_, x.dtype)
+            gybuf = np.empty(k_ * rows * ow_, x.dtype)
+            tmp = np.empty((kg, cgkk), x.dtype)
+            acc = gw_t[t]
+            for b in range(wave + 2 * t, nblocks, 2 * nt):
+                r0 = b * rows
+                r1 = min(total, r0 + rows)
+                p = (r1 - r0) * ow_
+                _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
+                        dh, dw)
+                for k in range(k_):  # gy[k][(r - r0)*OW + ow] <- g[n][k][oh][ow]
+                    for r in range(r0, r1):
+                        n = r // oh_
+                        _copy(gybuf, k * p + (r - r0) * ow_, gf,
+                              ((n * k_ + k) * oh_ + r - n * oh_) * ow_, ow_, 1)
+                cols = colsbuf[:ckk * p].reshape((ckk, p))
+                dcols = dcolsbuf[:ckk * p].reshape((ckk, p))
+                gy = gybuf[:k_ * p].reshape((k_, p))
+                for gr in range(groups):
+                    k0, q0 = gr * kg, gr * cgkk
+                    np.dot(gy[k0:k0 + kg], cols[q0:q0 + cgkk].T, tmp)
+                    acc[k0:k0 + kg] += tmp
+                    np.dot(w2[k0:k0 + kg].T, gy[k0:k0 + kg], dcols[q0:q0 + cgkk])
+                for q in range(ckk):  # gi[n][c][oh*sh + i*dh][ow*sw + j*dw] += dcols[q][...]
+                    c = q // (kh * kw)
+                    i = (q // kw) % kh
+                    j = q % kw
+                    sb = q * p
+                    for r in range(r0, r1):
+                        n = r // oh_
+                        db = ((n * c_ + c) * hp + (r - n * oh_) * sh + i * dh) * wp + j * dw
+                        if sw == 1:
+                            for o in range(ow_):
+                                gif[_u(db + o)] += dcolsbuf[_u(sb + o)]
+                        else:
+                            for o in range(ow_):
+                                gif[_u(db + o * sw)] += dcolsbuf[_u(sb + o)]
+                        sb += ow_
+
+
+def backward_rows(rows, kh, dh, sh):
+    """conv2d_gemm_backward's block rows: at least (KH-1)*dh // sh, so blocks two
+    apart never add into the same input row."""
+    return max(rows, (kh - 1) * dh // sh)
 
 
 # --------------------------------------------------------------- unfolding
@@ -229,21 +320,25 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw)
 def im2col(x, out, kh, kw, sh, sw, top, left, dh, dw, oh_, ow_):
     """/* out[(n*OH + oh)*OW + ow][(c*KH + i)*KW + j] <- x[n][c][ih][iw], 0 in the padding */"""
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
+    ckk = c_ * kh * kw
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
     for r in prange(x.shape[0] * oh_):
         n = r // oh_
         oh = r % oh_
         for ow in range(ow_):
-            dst = out[r * ow_ + ow]
+            db = (r * ow_ + ow) * ckk
             for c in range(c_):
                 for i in range(kh):
                     ih = oh * sh - top + i * dh
-                    q = (c * kh + i) * kw
                     if ih < 0 or ih >= h:
-                        dst[q:q + kw] = 0
-                        continue
-                    for j in range(kw):
-                        iw = ow * sw - left + j * dw
-                        dst[q + j] = x[n, c, ih, iw] if 0 <= iw < w else 0
+                        _fill(outf, db, kw, 0)
+                    else:
+                        sb = ((n * c_ + c) * h + ih) * w
+                        for j in range(kw):
+                            iw = ow * sw - left + j * dw
+                            outf[_u(db + j)] = xf[_u(sb + iw)] if 0 <= iw < w else 0
+                    db += kw
 
 
 @_jit(parallel=True)
@@ -252,11 +347,13 @@ def col2im(cols, out, kh, kw, sh, sw, top, left, dh, dw, oh_, ow_):
 
     One plane per task; taps in (i, j) order, as the reference sums them."""
     n_, c_, h, w = out.shape
+    ckk = c_ * kh * kw
+    colsf = cols.reshape(cols.size)
+    outf = out.reshape(out.size)
     for plane in prange(n_ * c_):
         n = plane // c_
         c = plane % c_
-        dst = out[n, c]
-        dst[:, :] = 0
+        _fill(outf, plane * h * w, h * w, 0)
         for i in range(kh):
             for j in range(kw):
                 q = (c * kh + i) * kw + j
@@ -266,104 +363,163 @@ def col2im(cols, out, kh, kw, sh, sw, top, left, dh, dw, oh_, ow_):
                     ih = oh * sh - top + i * dh
                     if ih < 0 or ih >= h:
                         continue
-                    row = (n * oh_ + oh) * ow_
+                    db = (plane * h + ih) * w + off
+                    sb = (n * oh_ + oh) * ow_ * ckk + q
                     for ow in range(lo, hi):
-                        dst[ih, ow * sw + off] += cols[row + ow, q]
+                        outf[_u(db + ow * sw)] += colsf[_u(sb + ow * ckk)]
 
 
 # ----------------------------------------------------------------- pooling
 
-# The tap loops below take a row view s starting at the first tap; strides 1
-# and 2 are spelled out so LLVM sees the access pattern and vectorizes it.
+
+@_jit(inline=True)
+def _wins(v, best):
+    """Whether tap v replaces the running maximum: greater, or NaN over non-NaN.
+    Taps come in row-major window order, so ties keep the first maximum and
+    the first NaN stays."""
+    return (v > best) | ((v != v) & (best == best))
 
 
 @_jit(inline=True)
-def _max_tap(d, s, sw):
-    """d[o] <- s[o*sw] if it is greater or NaN (NaN stays once in)."""
-    if sw == 1:
-        for o in range(d.size):
-            v, best = s[o], d[o]
-            d[o] = v if (v > best) | (v != v) else best
-    elif sw == 2:
-        for o in range(d.size):
-            v, best = s[2 * o], d[o]
-            d[o] = v if (v > best) | (v != v) else best
-    else:
-        for o in range(d.size):
-            v, best = s[o * sw], d[o]
-            d[o] = v if (v > best) | (v != v) else best
+def _max2(best, v):
+    return v if _wins(v, best) else best
 
 
 @_jit(inline=True)
-def _max_tap_index(d, ind, s, sw, first):
-    """As _max_tap, also ind[o] <- first + o*sw where the tap wins; a tap also
-    wins as the window's first (ind < 0), and NaN only over a non-NaN."""
-    if sw == 1:
-        for o in range(d.size):
-            v, best = s[o], d[o]
-            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
-            d[o] = v if take else best
-            ind[o] = first + o if take else ind[o]
-    elif sw == 2:
-        for o in range(d.size):
-            v, best = s[2 * o], d[o]
-            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
-            d[o] = v if take else best
-            ind[o] = first + 2 * o if take else ind[o]
-    else:
-        for o in range(d.size):
-            v, best = s[o * sw], d[o]
-            take = (ind[o] < 0) | (v > best) | ((v != v) & (best == best))
-            d[o] = v if take else best
-            ind[o] = first + o * sw if take else ind[o]
+def _edge_max(s, sb, w, d, db, o, sw, kw, dw, pw):
+    """d[db + o] <- max of row s[sb:sb + w] over the columns of window o inside it."""
+    first = True
+    for j in range(kw):
+        iw = o * sw + j * dw - pw
+        if 0 <= iw < w:
+            v = s[_u(sb + iw)]
+            d[_u(db + o)] = v if first else _max2(d[_u(db + o)], v)
+            first = False
 
 
 @_jit(inline=True)
-def _add_tap(d, s, sw):
-    """d[o] += s[o*sw]."""
-    if sw == 1:
-        for o in range(d.size):
-            d[o] += s[o]
-    elif sw == 2:
-        for o in range(d.size):
-            d[o] += s[2 * o]
+def _row_max(s, sb, w, d, db, ow_, sw, kw, dw, pw):
+    """d[db + o] <- max of row s[sb:sb + w] over window o's columns o*sw + j*dw - pw.
+
+    Windows with every column inside run fused for the common 2- and 3-wide
+    windows of stride 1 or 2; the edge windows tap by tap."""
+    lo = min(ow_, (pw + sw - 1) // sw)  # the first window starting inside
+    last = w - 1 - ((kw - 1) * dw - pw)
+    hi = max(lo, 0 if last < 0 else min(ow_, last // sw + 1))  # past the last ending inside
+    b = sb + lo * sw - pw
+    e = db + lo
+    if dw == 1 and sw == 2 and kw == 2:
+        for o in range(hi - lo):
+            d[_u(e + o)] = _max2(s[_u(b + 2 * o)], s[_u(b + 2 * o + 1)])
+    elif dw == 1 and sw == 2 and kw == 3:
+        for o in range(hi - lo):
+            d[_u(e + o)] = _max2(_max2(s[_u(b + 2 * o)], s[_u(b + 2 * o + 1)]),
+                                 s[_u(b + 2 * o + 2)])
+    elif dw == 1 and sw == 1 and kw == 2:
+        for o in range(hi - lo):
+            d[_u(e + o)] = _max2(s[_u(b + o)], s[_u(b + o + 1)])
+    elif dw == 1 and sw == 1 and kw == 3:
+        for o in range(hi - lo):
+            d[_u(e + o)] = _max2(_max2(s[_u(b + o)], s[_u(b + o + 1)]), s[_u(b + o + 2)])
     else:
-        for o in range(d.size):
-            d[o] += s[o * sw]
+        _copy(d, e, s, b, hi - lo, sw)
+        for j in range(1, kw):
+            for o in range(hi - lo):
+                d[_u(e + o)] = _max2(d[_u(e + o)], s[_u(b + j * dw + o * sw)])
+    for o in range(lo):
+        _edge_max(s, sb, w, d, db, o, sw, kw, dw, pw)
+    for o in range(hi, ow_):
+        _edge_max(s, sb, w, d, db, o, sw, kw, dw, pw)
+
+
+@_jit(inline=True)
+def _max_tap_index(d, ind, db, s, sb, n, sw, first):
+    """One tap over a row: d[db + o], ind[db + o] <- s[sb + o*sw], first + o*sw
+    where it wins or is the window's first (ind < 0)."""
+    if sw == 1:
+        for o in range(n):
+            v, best = s[_u(sb + o)], d[_u(db + o)]
+            take = (ind[_u(db + o)] < 0) | _wins(v, best)
+            d[_u(db + o)] = v if take else best
+            ind[_u(db + o)] = first + o if take else ind[_u(db + o)]
+    elif sw == 2:
+        for o in range(n):
+            v, best = s[_u(sb + 2 * o)], d[_u(db + o)]
+            take = (ind[_u(db + o)] < 0) | _wins(v, best)
+            d[_u(db + o)] = v if take else best
+            ind[_u(db + o)] = first + 2 * o if take else ind[_u(db + o)]
+    else:
+        for o in range(n):
+            v, best = s[_u(sb + o * sw)], d[_u(db + o)]
+            take = (ind[_u(db + o)] < 0) | _wins(v, best)
+            d[_u(db + o)] = v if take else best
+            ind[_u(db + o)] = first + o * sw if take else ind[_u(db + o)]
 
 
 @_jit(parallel=True)
-def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw):
+def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     """out <- window maxima, idx (if want_idx) <- their flat positions ih*W + iw.
 
-    One output row per task; taps in row-major window order, each over the
-    whole row. A tap wins if it is the window's first, greater, or the first
-    NaN; so NaN wins at its first position and ties keep the first maximum.
+    Output rows (n, c, oh) split into `nt` contiguous chunks, one per thread.
+    With indices the taps run in row-major window order, each over the whole
+    output row. Without, the window's rows are reduced first (contiguous),
+    then its columns. Either way NaN wins (at its first position) and ties
+    keep the first maximum.
     """
     n_, c_, oh_, ow_ = out.shape
     h, w = x.shape[2], x.shape[3]
-    for task in prange(n_ * c_ * oh_):
-        plane = task // oh_
-        oh = task % oh_
-        n = plane // c_
-        c = plane % c_
-        dst = out[n, c, oh]
-        dst[:] = -np.inf
-        if want_idx:
-            ind = idx[n, c, oh]
-            ind[:] = -1
-        for i in range(kh):
-            ih = oh * sh - ph + i * dh
-            if ih < 0 or ih >= h:
-                continue
-            for j in range(kw):
-                off = j * dw - pw
-                lo, hi = _span(ow_, off, sw, w)
-                s = x[n, c, ih, lo * sw + off:]
+    total = n_ * c_ * oh_
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
+    idxf = idx.reshape(idx.size)
+    for t in prange(nt):
+        vm = np.empty(w, x.dtype)
+        for task in range(t * total // nt, (t + 1) * total // nt):
+            plane = task // oh_
+            db = task * ow_
+            if want_idx:
+                _fill(idxf, db, ow_, -1)
+            rows = first = 0
+            for i in range(kh):
+                ih = task % oh_ * sh - ph + i * dh
+                if ih < 0 or ih >= h:
+                    continue
+                sb = (plane * h + ih) * w
                 if want_idx:
-                    _max_tap_index(dst[lo:hi], ind[lo:hi], s, sw, ih * w + lo * sw + off)
+                    for j in range(kw):
+                        off = j * dw - pw
+                        lo, hi = _span(ow_, off, sw, w)
+                        _max_tap_index(outf, idxf, db + lo, xf, sb + lo * sw + off, hi - lo, sw,
+                                       ih * w + lo * sw + off)
+                elif rows == 0:
+                    first = sb
+                elif rows == 1:
+                    for iw in range(w):
+                        vm[_u(iw)] = _max2(xf[_u(first + iw)], xf[_u(sb + iw)])
                 else:
-                    _max_tap(dst[lo:hi], s, sw)
+                    for iw in range(w):
+                        vm[_u(iw)] = _max2(vm[_u(iw)], xf[_u(sb + iw)])
+                rows += 1
+            if want_idx:
+                continue
+            if rows == 1:
+                _row_max(xf, first, w, outf, db, ow_, sw, kw, dw, pw)
+            else:
+                _row_max(vm, 0, w, outf, db, ow_, sw, kw, dw, pw)
+
+
+@_jit(inline=True)
+def _add_tap(d, db, s, sb, n, sw):
+    """d[db + o] += s[sb + o*sw]."""
+    if sw == 1:
+        for o in range(n):
+            d[_u(db + o)] += s[_u(sb + o)]
+    elif sw == 2:
+        for o in range(n):
+            d[_u(db + o)] += s[_u(sb + 2 * o)]
+    else:
+        for o in range(n):
+            d[_u(db + o)] += s[_u(sb + o * sw)]
 
 
 @_jit()
@@ -380,17 +536,17 @@ def _avg_count(o, stride, pad, k, size, include_pad):
 def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
     """out <- window sums / divisor (`divisor` if > 0, else PyTorch's count).
 
-    Sums in float of the dtype, taps in row-major order as the reference adds
+    Sums in the dtype with taps in row-major order, as the reference adds
     them; the division in float64, as NumPy does for the reference."""
     n_, c_, oh_, ow_ = out.shape
     h, w = x.shape[2], x.shape[3]
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
     for task in prange(n_ * c_ * oh_):
         plane = task // oh_
         oh = task % oh_
-        n = plane // c_
-        c = plane % c_
-        dst = out[n, c, oh]
-        dst[:] = 0
+        db = task * ow_
+        _fill(outf, db, ow_, 0)
         for i in range(kh):
             ih = oh * sh - ph + i
             if ih < 0 or ih >= h:
@@ -398,12 +554,67 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
             for j in range(kw):
                 off = j - pw
                 lo, hi = _span(ow_, off, sw, w)
-                _add_tap(dst[lo:hi], x[n, c, ih, lo * sw + off:], sw)
+                _add_tap(outf, db + lo, xf, (plane * h + ih) * w + lo * sw + off, hi - lo, sw)
         rows = _avg_count(oh, sh, ph, kh, h, include_pad)
         for o in range(ow_):
             d = divisor if divisor > 0 else rows * _avg_count(o, sw, pw, kw, w, include_pad)
-            dst[o] = dst[o] / np.float64(d)
+            outf[_u(db + o)] = outf[_u(db + o)] / np.float64(d)
+
+
+
+@_jit(parallel=True)
+def max_pool2d_backward(g, idx, gi):
+    """gi[n][c] <- each output's gradient added at its maximum's position.
+
+    One plane per task; sums in float64 in output order, then rounded to the
+    dtype, as the reference's np.bincount does."""
+    n_, c_, oh_, ow_ = g.shape
+    h, w = gi.shape[2], gi.shape[3]
+    gf = g.reshape(g.size)
+    idxf = idx.reshape(idx.size)
+    gif = gi.reshape(gi.size)
+    for plane in prange(n_ * c_):
+        acc = np.zeros(h * w, np.float64)
+        for o in range(plane * oh_ * ow_, (plane + 1) * oh_ * ow_):
+            acc[_u(idxf[_u(o)])] += gf[_u(o)]
+        _copy(gif, plane * h * w, acc, 0, h * w, 1)
+
+
+@_jit(parallel=True)
+def avg_pool2d_backward(g, gi, kh, kw, sh, sw, ph, pw, include_pad, divisor):
+    """gi <- each output's gradient / divisor added over its window.
+
+    One plane per task; taps in row-major order as the reference adds them."""
+    n_, c_, oh_, ow_ = g.shape
+    h, w = gi.shape[2], gi.shape[3]
+    gf = g.reshape(g.size)
+    gif = gi.reshape(gi.size)
+    for plane in prange(n_ * c_):
+        share = np.empty(oh_ * ow_, g.dtype)
+        for oh in range(oh_):
+            rows = _avg_count(oh, sh, ph, kh, h, include_pad)
+            for ow in range(ow_):
+                d = divisor if divisor > 0 else rows * _avg_count(ow, sw, pw, kw, w, include_pad)
+                share[oh * ow_ + ow] = gf[_u((plane * oh_ + oh) * ow_ + ow)] / g.dtype.type(d)
+        _fill(gif, plane * h * w, h * w, 0)
+        for i in range(kh):
+            for j in range(kw):
+                off = j - pw
+                lo, hi = _span(ow_, off, sw, w)
+                for oh in range(oh_):
+                    ih = oh * sh - ph + i
+                    if ih < 0 or ih >= h:
+                        continue
+                    db = (plane * h + ih) * w + lo * sw + off
+                    sb = oh * ow_ + lo
+                    if sw == 1:
+                        for o in range(hi - lo):
+                            gif[_u(db + o)] += share[_u(sb + o)]
+                    else:
+                        for o in range(hi - lo):
+                            gif[_u(db + o * sw)] += share[_u(sb + o)]
 
 
 # The public kernels, for cache_status().
-KERNELS = (conv2d_gemm, conv2d_depthwise, im2col, col2im, max_pool2d, avg_pool2d)
+KERNELS = (conv2d_gemm, conv2d_depthwise, conv2d_gemm_backward, im2col, col2im,
+           max_pool2d, avg_pool2d, max_pool2d_backward, avg_pool2d_backward)

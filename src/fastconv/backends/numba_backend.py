@@ -238,6 +238,32 @@ class NumbaBackend(Backend):
             k.conv2d_gemm(x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw,
                           spec.groups, rows, nt)
 
+    def conv2d_backward(self, spec, grad_out, x, weight):
+        """-> (grad_input, grad_weight, grad_bias); grad_bias by NumPy, as the reference."""
+        from . import numpy_ref
+
+        k = _k()
+        top, bottom, left, right = spec.pads
+        if spec.padding_mode != "zeros":  # gradient of a padded copy, then pad's adjoint
+            x = _readonly(np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode)))
+            top = bottom = left = right = 0
+        n, c, h, w = x.shape
+        blas = _blas_pin()
+        nt = _threads(spec.flops) if blas.single else 1
+        w2 = weight.reshape(spec.k, -1)
+        rows = k.gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
+        rows = k.backward_rows(rows, spec.kh, spec.dilation[0], spec.stride[0])
+        gi = np.zeros((n, c, h + top + bottom, w + left + right), spec.dtype)
+        gw = np.zeros((nt, *w2.shape), spec.dtype)
+        with blas:
+            k.conv2d_gemm_backward(x, w2, grad_out, gi, gw, spec.kh, spec.kw, *spec.stride,
+                                   top, left, *spec.dilation, spec.groups, rows, nt)
+        if spec.padding_mode != "zeros":
+            gi = numpy_ref.pad_adjoint(gi, spec.pads, spec.padding_mode, spec.h, spec.w)
+        else:
+            gi = gi[:, :, top:top + spec.h, left:left + spec.w]
+        return gi, gw.sum(axis=0).reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
+
     def im2col(self, spec, x, out) -> None:
         _threads(out.size)
         top, _, left, _ = spec.pads
@@ -251,17 +277,33 @@ class NumbaBackend(Backend):
                     spec.oh, spec.ow)
 
     def max_pool2d(self, spec, x, out, indices) -> None:
-        _threads(out.size * spec.kh * spec.kw)
+        nt = _threads(out.size * spec.kh * spec.kw)
         want = indices is not None
         if not want:
             indices = self._no_indices()
         _k().max_pool2d(x, out, indices, want, spec.kh, spec.kw, *spec.stride,
-                        *spec.padding, *spec.dilation)
+                        *spec.padding, *spec.dilation, nt)
 
     def avg_pool2d(self, spec, x, out) -> None:
         _threads(out.size * spec.kh * spec.kw)
         _k().avg_pool2d(x, out, spec.kh, spec.kw, *spec.stride, *spec.padding,
                         spec.count_include_pad, spec.divisor_override or 0)
+
+    def max_pool2d_backward(self, spec, grad_out, x):
+        out = np.empty(grad_out.shape, spec.dtype)
+        indices = np.empty(grad_out.shape, np.int64)
+        self.max_pool2d(spec, x, out, indices)
+        grad = np.empty(x.shape, spec.dtype)
+        _threads(x.size)
+        _k().max_pool2d_backward(grad_out, indices, grad)
+        return grad
+
+    def avg_pool2d_backward(self, spec, grad_out):
+        _threads(grad_out.size * spec.kh * spec.kw)
+        grad = np.empty((spec.n, spec.c, spec.h, spec.w), spec.dtype)
+        _k().avg_pool2d_backward(grad_out, grad, spec.kh, spec.kw, *spec.stride, *spec.padding,
+                                 spec.count_include_pad, spec.divisor_override or 0)
+        return grad
 
     def _no_indices(self):
         """An int64 placeholder for max_pool2d without indices (one kernel signature)."""
