@@ -139,8 +139,6 @@ def test_threads_default_set_and_env(monkeypatch):
 
 
 def test_backends_get_a_frozen_spec_and_readonly_contiguous_arrays(monkeypatch):
-    import dataclasses
-
     from fastconv import _dispatch
 
     numpy_impl = _dispatch._REGISTRY["numpy"]
@@ -151,7 +149,7 @@ def test_backends_get_a_frozen_spec_and_readonly_contiguous_arrays(monkeypatch):
         for name, a in (("x", x), ("weight", weight), ("bias", bias)):
             assert a.flags.c_contiguous and not a.flags.writeable, name
             assert a.dtype == spec.dtype, name
-        with pytest.raises(dataclasses.FrozenInstanceError):
+        with pytest.raises(AttributeError):
             spec.groups = 2
         seen["spec"] = spec
         return real(spec, x, weight, bias, out)

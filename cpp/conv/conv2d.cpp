@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "../direct/direct.h"
+#include "../gemm/blocking.h"
 #include "../gemm/ukernel.h"
 
 namespace fastconv {
@@ -14,9 +15,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-constexpr i64 kKC = 256;          // GEMM depth per packed block (rows of B)
-constexpr i64 kMC = 120;          // filters per A block (a multiple of every MR)
-constexpr i64 kMaxBlockCols = 512;  // output pixels per work unit
 
 i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 
@@ -198,17 +196,18 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
     // Work units: (group, block of output columns). Enough of them to feed
     // every thread; each unit owns its output tiles, so the sums never depend
     // on the split.
-    i64 blocks = std::max(ceil_div(gm.cols, kMaxBlockCols), ceil_div(threads, s.groups));
+    using B = Blocking<T>;
+    i64 blocks = std::max(ceil_div(gm.cols, B::nc), ceil_div(threads, s.groups));
     if (s.groups == 1) blocks = ceil_div(blocks, threads) * threads;
     const i64 block_cols = ceil_div(ceil_div(gm.cols, blocks), uk.nr) * uk.nr;
     blocks = ceil_div(gm.cols, block_cols);
     const i64 units = s.groups * blocks;
-    const i64 mc = kMC / uk.mr * uk.mr;
+    const i64 mc = B::mc / uk.mr * uk.mr;
 
 #pragma omp parallel num_threads(threads)
     {
         Workspace<T> ws;
-        ws.bp.resize(kKC * block_cols);
+        ws.bp.resize(B::kc * block_cols);
         ws.tile.resize(uk.mr * uk.nr);
 #pragma omp for schedule(dynamic)
         for (i64 unit = 0; unit < units; ++unit) {
@@ -219,8 +218,8 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
             const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
             runs_of_panels(s, jb, je, uk.nr, group_offset, ws.runs);
-            for (i64 p0 = 0; p0 < gm.depth; p0 += kKC) {            // depth blocks: pack B
-                const i64 kc = std::min(kKC, gm.depth - p0);
+            for (i64 p0 = 0; p0 < gm.depth; p0 += B::kc) {            // depth blocks: pack B
+                const i64 kc = std::min(B::kc, gm.depth - p0);
                 pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
                 const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
                 for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks

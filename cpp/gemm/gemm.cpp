@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../direct/direct.h"
+#include "blocking.h"
 #include "ukernel.h"
 
 namespace fastconv {
@@ -12,9 +13,6 @@ namespace {
 
 using i64 = std::int64_t;
 
-constexpr i64 kKC = 256;  // depth per packed block
-constexpr i64 kMC = 120;  // rows of c per tile (a multiple of every MR)
-constexpr i64 kNC = 512;  // columns of c per tile
 
 i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 
@@ -59,7 +57,9 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
           const T* bias, bool relu, int threads) {
     if (m <= 0 || n <= 0) return;
     const UKernel<T> uk = gemm_ukernel<T>();
-    const i64 mc = kMC / uk.mr * uk.mr;
+    using B = Blocking<T>;
+    const i64 kKC = B::kc, kNC = B::nc;
+    const i64 mc = B::mc / uk.mr * uk.mr;
     const i64 row_tiles = ceil_div(m, mc), col_tiles = ceil_div(n, kNC);
     const int nt = threads_for(m * n * std::max<i64>(k, 1), row_tiles * col_tiles, threads);
 #pragma omp parallel num_threads(nt)

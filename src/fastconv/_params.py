@@ -6,7 +6,7 @@ plus read-only, C-contiguous arrays of the compute dtype. Backends trust both.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -20,8 +20,9 @@ ACTIVATIONS = (None, "relu")
 # ---------------------------------------------------------------- specs
 
 
-@dataclass(frozen=True)
-class ConvSpec:
+# Specs are NamedTuples: immutable like frozen dataclasses, and ten times
+# cheaper to build, which matters on a small call's path.
+class ConvSpec(NamedTuple):
     """A convolution (or unfolding) with every size resolved.
 
     `n, c, h, w` describe the input, `k` the filters (0 for im2col/col2im),
@@ -74,8 +75,7 @@ class ConvSpec:
                 * self.kh * self.kw * self.oh * self.ow)
 
 
-@dataclass(frozen=True)
-class PoolSpec:
+class PoolSpec(NamedTuple):
     """A max or average pooling with every size resolved."""
 
     kind: str  # "max" or "avg"
@@ -116,6 +116,8 @@ def _is_int(value) -> bool:
 
 
 def _int(value, name: str, minimum: int) -> int:
+    if type(value) is int and value >= minimum:  # the common case, quickly
+        return value
     if not _is_int(value):
         raise TypeError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
     value = int(value)
@@ -126,6 +128,8 @@ def _int(value, name: str, minimum: int) -> int:
 
 def _pair(value, name: str, minimum: int) -> Pair:
     """An int or a sequence of two ints, each >= minimum."""
+    if type(value) is int and value >= minimum:  # the common case, quickly
+        return (value, value)
     if _is_int(value):
         v = _int(value, name, minimum)
         return (v, v)
@@ -176,8 +180,13 @@ def _array(value, name: str) -> np.ndarray:
         raise TypeError(f"{name} could not be converted to an array: {exc}") from None
 
 
+_FLOAT32 = np.dtype(np.float32)
+
+
 def compute_dtype(named: dict[str, np.ndarray]) -> np.dtype:
     """np.result_type of the inputs and float32; float32 or float64, else TypeError."""
+    if all(a.dtype == _FLOAT32 for a in named.values()):  # the common case, quickly
+        return _FLOAT32
     for name, a in named.items():
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name} has unsupported dtype {a.dtype}; "
