@@ -30,6 +30,7 @@ def info(_args) -> int:
     print("backends (auto's order of preference):")
     for name, b in fc.backends().items():
         print(f"  {name:<6} {'available' if b.available else 'unavailable: ' + b.reason}")
+    print("numba cache:", sys.modules["fastconv.backends.numba_backend"].cache_status())
     from .backends.cpp_backend import CppBackend
 
     cpp = CppBackend().module
