@@ -143,27 +143,34 @@ def _has_scipy_blas() -> str:
 def cache_status() -> str:
     """One line: whether Numba's on-disk cache holds this machine's compiled kernels.
 
-    Counts, per kernel, the cached signatures of its index file (in
-    NUMBA_CACHE_DIR, else next to the kernels' source) that match this CPU
-    and the current source. Imports Numba.
+    Counts, per kernel, the signatures in its cache index (under
+    NUMBA_CACHE_DIR if set, else next to the kernels' source) compiled for
+    this CPU from the current source; "warm" when every kernel has one.
+    Imports Numba.
     """
+    try:
+        import numba  # noqa: F401
+    except Exception as exc:
+        return f"numba is not importable: {exc}"
     try:
         k = _k()
         from numba.core.registry import cpu_target
 
         magic = cpu_target.target_context.codegen().magic_tuple()
-        warm, signatures, where = 0, 0, ""
+        warm = signatures = 0
+        where = ""
         for kernel in k.KERNELS:
             cache = kernel._cache  # numba's FunctionCache of a cache=True dispatcher
             where = cache.cache_path
+            # {(signature, cpu magic, code hashes): data file}, {} if stale or absent
             keys = [key for key in cache._cache_file._load_index() if key[1] == magic]
             signatures += len(keys)
             warm += bool(keys)
-    except Exception as exc:  # numba missing, or its private cache layout changed
+    except Exception as exc:  # Numba's private cache layout changed
         return f"unknown ({type(exc).__name__}: {exc})"
     state = "warm" if warm == len(k.KERNELS) else "cold" if warm == 0 else "partly warm"
-    return (f"{state}: {warm}/{len(k.KERNELS)} kernels cached, {signatures} signatures, "
-            f"in {where}")
+    return (f"{state}: {warm} of {len(k.KERNELS)} kernels compiled for this CPU "
+            f"({signatures} signatures) in {where}")
 
 
 # ----------------------------------------------------------------- backend
