@@ -1,52 +1,50 @@
-"""`python -m fastconv bench`: time every backend (and PyTorch, when installed) on the layer table."""
+"""`python -m fastconv bench`: every backend (and the textbook code, and PyTorch when
+installed) on the layer table, against the limits of this machine measured in the same run.
+
+How a layer is timed: each contender's result is checked against the NumPy
+reference, then it is called once more untimed (JIT compiles and first-touch
+page faults are behind us after these two calls). Then come `rounds` rounds; in
+each, every contender takes one sample in turn: as many back-to-back calls as
+last at least the suite's sample time, averaged. Interleaving the contenders
+round by round spreads any load the machine picks up over all of them, so their
+ratios stay fair on a shared machine. A cell's median and min are over its samples,
+its noise the spread of them (see `report`).
+"""
 
 from __future__ import annotations
 
-import statistics
+import contextlib
+import math
+import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Callable
 
 import numpy as np
 
 import fastconv as fc
 
-from . import textbook
-from .shapes import CONV_LAYERS, POOL_LAYERS, ConvLayer, PoolLayer
+from . import limits as limits_mod
+from . import ops, report
+from .report import Cell
+from .shapes import LAYERS
+
+
+@dataclass(frozen=True)
+class Suite:
+    rounds: int  # samples per cell
+    sample_time: float  # least seconds of back-to-back calls in one sample
+    gemm_n: int  # the GEMM probe's matrix side
+    gemm_repeat: int
+    copy_bytes: int  # the copy probe's array size
+    copy_repeat: int
+
 
 SUITES = {
-    # repeats, and the least total time spent timing one cell
-    "quick": (3, 0.05),
-    "full": (10, 0.5),
+    "quick": Suite(3, 0.02, 1024, 3, 128 << 20, 3),
+    "full": Suite(10, 0.1, 2048, 5, 256 << 20, 5),
 }
-
-
-@dataclass
-class Cell:
-    """One contender on one layer."""
-
-    contender: str
-    times: list[float] = field(default_factory=list)
-    error: str = ""  # why it did not run, or how its result differed
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.times)
-
-
-def time_call(fn: Callable[[], object], repeat: int, min_time: float) -> list[float]:
-    """Per-call seconds. Two untimed calls first (JIT compiles, first-touch page
-    faults of the allocator), then at least `repeat` timed calls lasting `min_time`."""
-    fn()
-    fn()
-    times: list[float] = []
-    while len(times) < repeat or sum(times) < min_time:
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if len(times) >= 100 * repeat:
-            break
-    return times
 
 
 # glibc's mallopt parameters (malloc.h) and the values the benchmarks fix.
@@ -84,157 +82,282 @@ def _torch():
     return torch
 
 
-def conv_contenders(layer: ConvLayer, x, w, backends, torch) -> dict[str, Callable]:
-    """name -> a call computing this layer's convolution."""
-    kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups)
-    calls = {name: (lambda name=name: fc.conv2d(x, w, backend=name, **kw)) for name in backends}
-    calls["textbook"] = lambda: textbook.grouped_conv2d(x, w, None, layer.stride,
-                                                        layer.padding, layer.groups)
-    if torch is not None:
-        tx, tw = torch.from_numpy(x), torch.from_numpy(w)
-        f = torch.nn.functional.conv2d
-
-        def run_torch():
-            with torch.no_grad():
-                return f(tx, tw, None, **kw).numpy()
-
-        calls["torch"] = run_torch
-    return calls
+# ----------------------------------------------------------------- timing
 
 
-def pool_contenders(op: str, layer: PoolLayer, x, backends, torch) -> dict[str, Callable]:
-    kw = dict(kernel_size=layer.kernel, stride=layer.stride, padding=layer.padding)
-    fn = getattr(fc, op)
-    calls = {name: (lambda name=name: fn(x, backend=name, **kw)) for name in backends}
-    if torch is not None:
-        tfn = getattr(torch.nn.functional, op)
-        tx = torch.from_numpy(x)
-        tx_last = tx.contiguous(memory_format=torch.channels_last)
-
-        def run(t):
-            with torch.no_grad():
-                return tfn(t, **kw).contiguous().numpy()
-
-        calls["torch"] = lambda: run(tx)
-        calls["torch_cl"] = lambda: run(tx_last)  # channels_last, PyTorch's fast path
-    return calls
+def _per_call(fn: Callable[[], object], calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    return (time.perf_counter() - start) / calls
 
 
-def _supports(op: str, name: str, probe: Callable[[str], object]) -> bool:
-    try:
-        probe(name)
-    except fc.BackendUnavailableError:
-        return False
-    return True
-
-
-def run_layer(layer, op: str, dtype, backends, torch, repeat, min_time) -> list[Cell]:
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(layer.x_shape).astype(dtype)
-    if op == "conv2d":
-        w = rng.standard_normal(layer.weight_shape).astype(dtype)
-        calls = conv_contenders(layer, x, w, backends, torch)
-    else:
-        calls = pool_contenders(op, layer, x, backends, torch)
-    reference = np.asarray(calls["numpy"]()) if "numpy" in calls else None
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    cells = []
+def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
+                  tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
+    """(one cell per contender, notes on contenders that do not run this layer).
+    Calls `tick` once after the checks and once per round."""
+    a = ops.inputs(op, layer, dtype)
+    work = ops.work(op, layer, np.dtype(dtype).itemsize)
+    calls = ops.contenders(op, layer, a, backends, torch)
+    ref = ops.reference(op, layer, a)
+    cells, live, notes = [], {}, []
     for name, call in calls.items():
-        cell = Cell(name)
+        cell = Cell(op, layer.name, name, work, ops.unit(op))
         try:
-            result = np.asarray(call())
-            if reference is not None:
-                err = np.max(np.abs(result - reference), initial=0.0)
-                if not err <= tol * (1 + np.max(np.abs(reference), initial=0.0)):
-                    cell.error = f"differs from numpy by {err:.3g}"
-            cell.times = time_call(call, repeat, min_time)
+            cell.error = ops.mismatch(op, name, call(), ref, layer)
+            call()  # the second untimed call
+            once = _per_call(call, 1)
+            live[name] = (call, max(1, min(10_000, math.ceil(suite.sample_time / once))))
+        except fc.BackendUnavailableError as exc:
+            notes.append(f"{op} {layer.name}: {name} does not run it: {exc}")
+            continue
         except Exception as exc:  # a contender failing is reported, not fatal
             cell.error = f"{type(exc).__name__}: {exc}"
         cells.append(cell)
-    return cells
+    del ref
+    tick()
+    by_name = {c.contender: c for c in cells}
+    for _ in range(suite.rounds):
+        for name, (call, inner) in list(live.items()):
+            try:
+                by_name[name].times.append(_per_call(call, inner))
+            except Exception as exc:
+                by_name[name].error = f"{type(exc).__name__}: {exc}"
+                del live[name]
+        tick()
+    return cells, notes
 
 
-def _work(layer, op: str, itemsize: int) -> tuple[float, str]:
-    """(amount per call, unit): FLOPs for convolution, input bytes for pooling."""
-    if op == "conv2d":
-        return layer.flops / 1e9, "GFLOP/s"
-    return int(np.prod(layer.x_shape)) * itemsize / 1e9, "GB/s"
+# --------------------------------------------------------------- progress
 
 
-def format_table(op: str, rows: list[tuple[object, list[Cell]]], itemsize: int) -> str:
-    names = []
-    for _, cells in rows:
-        names += [c.contender for c in cells if c.contender not in names]
-    unit = "GFLOP/s" if op == "conv2d" else "GB/s"
-    head = f"{'layer':<15}" + "".join(f"{n:>22}" for n in names)
-    lines = [f"{op}: median time per call and {unit}", head, "-" * len(head)]
-    for layer, cells in rows:
-        by_name = {c.contender: c for c in cells}
-        work, _ = _work(layer, op, itemsize)
-        line = f"{layer.name:<15}"
-        for n in names:
-            c = by_name.get(n)
-            if c is None:
-                text = "-"
-            elif not c.times:
-                text = "failed"
+class Progress:
+    """A tqdm bar on a terminal (when tqdm is installed), else a plain line on a
+    terminal, else nothing: piped output stays clean."""
+
+    def __init__(self, total: int, stream=None):
+        self.stream = sys.stderr if stream is None else stream
+        self.total, self.done, self.bar = total, 0, None
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        if self.tty:
+            try:
+                from tqdm import tqdm
+            except ImportError:
+                pass
             else:
-                t = c.median
-                text = f"{_fmt_time(t)} {work / t:7.1f}" + ("!" if c.error else " ")
-            line += f"{text:>22}"
-        lines.append(line)
-    errors = [f"  {layer.name} {c.contender}: {c.error}" for layer, cells in rows
-              for c in cells if c.error]
-    if errors:
-        lines.append("! problems:")
-        lines += errors
-    return "\n".join(lines)
+                self.bar = tqdm(total=total, file=self.stream, unit="step", leave=False,
+                                dynamic_ncols=True)
+
+    def describe(self, text: str) -> None:
+        self.text = text
+        if self.bar is not None:
+            self.bar.set_description_str(text)
+        elif self.tty:
+            self._line()
+
+    def tick(self) -> None:
+        self.done += 1
+        if self.bar is not None:
+            self.bar.update()
+        elif self.tty:
+            self._line()
+
+    def _line(self) -> None:
+        self.stream.write(f"\r[{self.done}/{self.total}] {getattr(self, 'text', '')}\033[K")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        elif self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
-def _fmt_time(t: float) -> str:
-    if t < 1e-3:
-        return f"{t * 1e6:7.1f} us"
-    return f"{t * 1e3:7.2f} ms"
+# ------------------------------------------------------------- arguments
+
+
+class UsageError(ValueError):
+    pass
+
+
+def plan(op_args, layer_args, backend_args):
+    """({op: [layers]}, [backend names], notes) from the command line, or UsageError.
+
+    `--op` and `--backends` take several values, so a layer name written after
+    them lands there; it is moved back to the layers here."""
+    op_args = list(op_args or ["conv2d"])
+    layer_args = list(layer_args or [])
+    known_backends = list(fc.backends())
+    wanted_ops, wanted_backends = [], []
+    for value in op_args:
+        for v in str(value).split(","):
+            if v == "all":
+                wanted_ops += list(ops.OPS)
+            elif v in ops.OPS:
+                wanted_ops.append(v)
+            elif v in LAYERS:
+                layer_args.append(v)
+            elif v:
+                raise UsageError(f"unknown op {v!r}; choose from {', '.join(ops.OPS)} or all")
+    for value in backend_args or []:
+        for v in str(value).split(","):
+            if v in known_backends:
+                wanted_backends.append(v)
+            elif v in LAYERS:
+                layer_args.append(v)
+            elif v:
+                raise UsageError(f"unknown backend {v!r}; choose from "
+                                 f"{', '.join(known_backends)}")
+    unknown = [name for name in layer_args if name not in LAYERS]
+    if unknown:
+        conv = ", ".join(l.name for l in ops.table("conv2d"))
+        pool = ", ".join(l.name for l in ops.table("max_pool2d"))
+        raise UsageError(f"unknown layer{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(map(repr, unknown))}; convolution layers: {conv}; "
+                         f"pooling cases: {pool}")
+    chosen, notes = {}, []
+    for op in dict.fromkeys(wanted_ops):
+        table = ops.table(op)
+        chosen[op] = [l for l in table if not layer_args or l.name in layer_args]
+    if layer_args:
+        empty = [op for op, layers in chosen.items() if not layers]
+        chosen = {op: layers for op, layers in chosen.items() if layers}
+        notes += [f"{op}: left out, none of the named layers is one of its cases"
+                  for op in empty]
+        if not chosen:
+            kind = "pooling cases" if all(n in {l.name for l in ops.table("max_pool2d")}
+                                          for n in layer_args) else "convolution layers"
+            raise UsageError(f"{', '.join(layer_args)}: {kind}, not layers of "
+                             f"{', '.join(empty)}; pick a matching --op")
+    return chosen, wanted_backends or None, notes
+
+
+# ------------------------------------------------------------------ main
+
+
+def _blas_threads(threads: int):
+    """(context holding NumPy's BLAS to `threads`, what it says)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return contextlib.nullcontext(), "NumPy's BLAS as it is (threadpoolctl not installed)"
+    return threadpool_limits(threads, user_api="blas"), f"NumPy's BLAS {threads}"
+
+
+def _load(load) -> str:
+    return "unknown" if load is None else " ".join(f"{v:.2f}" for v in load)
 
 
 def main(args) -> int:
+    def fail(message: str) -> int:
+        print(f"python -m fastconv bench: error: {message}", file=sys.stderr)
+        return 2
+
+    try:
+        chosen, backend_names, left_out = plan(args.op, args.layers, args.backends)
+    except UsageError as exc:
+        return fail(str(exc))
+    if args.plot:
+        from . import plot
+
+        if not plot.available():
+            return fail(plot.MISSING)
+    old = None
+    if args.compare:
+        try:
+            old = report.load(args.compare)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            return fail(f"--compare: {exc}")
+    suite = SUITES[args.suite]
+    if args.repeat:
+        suite = replace(suite, rounds=args.repeat)
     threads = args.threads or fc.get_num_threads()
     fc.set_num_threads(threads)
     torch = None if args.no_torch else _torch()
     if torch is not None:
         torch.set_num_threads(threads)
     dtype = np.dtype(args.dtype)
-    repeat, min_time = SUITES[args.suite]
-    if args.repeat:
-        repeat = args.repeat
-    table = CONV_LAYERS if args.op == "conv2d" else POOL_LAYERS
-    layers = [l for l in table if not args.layers or l.name in args.layers]
-    unknown = set(args.layers or ()) - {l.name for l in table}
-    if unknown:
-        print(f"unknown {args.op} layers: {sorted(unknown)}; "
-              f"choose from {[l.name for l in table]}")
-        return 2
-    wanted = args.backends or [n for n, b in fc.backends().items() if b.available]
-    probe_x = np.ones((1, 1, 4, 4), dtype)
-    probes = {
-        "conv2d": lambda b: fc.conv2d(probe_x, np.ones((1, 1, 1, 1), dtype), backend=b),
-        "max_pool2d": lambda b: fc.max_pool2d(probe_x, 2, backend=b),
-        "avg_pool2d": lambda b: fc.avg_pool2d(probe_x, 2, backend=b),
-    }
-    backends = [b for b in wanted if _supports(args.op, b, probes[args.op])]
-    skipped = [b for b in wanted if b not in backends]
+    blas_limit, blas_text = _blas_threads(threads)
     allocator = fix_allocator()
-    print(f"fastconv {fc.__version__} bench: op {args.op}, {dtype}, {threads} threads, "
-          f"suite {args.suite}; backends {backends}"
-          + (f" (without {args.op}: {skipped})" if skipped else "")
-          + (f"; torch {torch.__version__}" if torch is not None else "; torch not installed"))
-    print(allocator)
-    rows = []
-    try:
-        for layer in layers:
-            rows.append((layer, run_layer(layer, args.op, dtype, backends, torch,
-                                          repeat, min_time)))
-    except KeyboardInterrupt:
-        print("interrupted; showing the layers that finished")
-    print(format_table(args.op, rows, dtype.itemsize))
-    return 1 if any(c.error for _, cells in rows for c in cells) else 0
+
+    with blas_limit:
+        per_op = {op: ops.backends_for(op, backend_names) for op in chosen}
+        header = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": limits_mod.machine(threads),
+            "versions": limits_mod.versions(torch),
+            "settings": {"suite": args.suite, "ops": list(chosen), "dtype": dtype.name,
+                         "threads": threads, "rounds": suite.rounds,
+                         "sample_time": suite.sample_time,
+                         "layers": sorted({l.name for ls in chosen.values() for l in ls})},
+            "allocator": allocator,
+            "threads": f"fastconv {threads}, "
+                       + (f"PyTorch {threads}, " if torch is not None else "") + blas_text,
+            "load": {"start": limits_mod.load_average()},
+        }
+        m, v = header["machine"], header["versions"]
+        print(f"fastconv {v['fastconv']} bench, {header['date'].replace('T', ' ')}; suite "
+              f"{args.suite}: {suite.rounds} rounds, samples of >= {suite.sample_time * 1e3:.0f}"
+              f" ms, contenders interleaved round by round; {dtype.name}")
+        print(f"machine: {m['cpu']} ({m['arch']}), {m['cpus']} CPUs usable, ISA path "
+              f"{m['isa_path']}; load average {_load(header['load']['start'])} (1/5/15 min)")
+        print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items()))
+        if torch is None:
+            print("torch: " + ("left out (--no-torch)" if args.no_torch else "not installed"))
+        print(f"threads: {header['threads']}")
+        print(allocator)
+        for note in left_out:
+            print(note)
+        for op, (names, skipped) in per_op.items():
+            if skipped:
+                print(f"{op}: without " + "; ".join(f"{n} ({why})" for n, why in skipped.items()))
+        cells, notes, interrupted, lim = [], [], False, None
+        try:
+            lim = limits_mod.measure(threads, suite.gemm_n, suite.gemm_repeat,
+                                     suite.copy_bytes, suite.copy_repeat)
+            header["limits"] = lim.to_dict()
+            print(lim.describe())
+            sys.stdout.flush()
+            progress = Progress(sum(len(ls) for ls in chosen.values()) * (suite.rounds + 1))
+            try:
+                for op, layers in chosen.items():
+                    for layer in layers:
+                        progress.describe(f"{op} {layer.name}")
+                        got, why = measure_layer(op, layer, dtype, per_op[op][0], torch,
+                                                 suite, progress.tick)
+                        cells += got
+                        notes += why
+            finally:
+                progress.close()
+        except KeyboardInterrupt:
+            interrupted = True
+
+    header["load"]["end"] = limits_mod.load_average()
+    header["interrupted"] = interrupted
+    header["notes"] = notes
+    if interrupted:
+        print("interrupted: showing the layers that finished")
+    for op in chosen:
+        if any(c.op == op for c in cells):
+            print()
+            print(report.format_table(op, cells, dtype.name, lim))
+    print()
+    for note in notes:
+        print(note)
+    print(report.describe_noise(cells))
+    print(f"load average at the end: {_load(header['load']['end'])}")
+    if args.json:
+        report.save(args.json, header, cells)
+        print(f"wrote {args.json}")
+    if args.plot and any(c.ok for c in cells):
+        from . import plot
+
+        plot.plot(args.plot, header, cells)
+        print(f"wrote {args.plot}")
+    if old is not None:
+        print()
+        print(report.compare(old[0], old[1], header, cells))
+    if interrupted:
+        return 130
+    return 1 if any(c.error for c in cells) else 0

@@ -1,0 +1,202 @@
+"""A benchmark run as data: the cells, their statistics, the tables, JSON and --compare.
+
+A cell is one contender on one layer of one op. Its `times` are per-call
+seconds, one per round (see `runner`). The noise of a cell is the spread of
+those repeats, IQR / median; the run's noise figure is the median of that over
+its cells, with the worst cell named.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import asdict, dataclass, field
+
+from . import ops
+
+FORMAT = "fastconv-bench/1"
+
+
+@dataclass
+class Cell:
+    op: str
+    layer: str
+    contender: str
+    work: float  # GFLOP or GB per call
+    unit: str  # "GFLOP/s" or "GB/s"
+    times: list[float] = field(default_factory=list)  # per-call seconds, one per round
+    error: str = ""  # how the result differed from the reference, or why it failed
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.times)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    @property
+    def min(self) -> float:
+        return min(self.times)
+
+    @property
+    def rate(self) -> float:
+        """GFLOP/s or GB/s at the median time."""
+        return self.work / self.median
+
+    @property
+    def spread(self) -> float | None:
+        return spread(self.times)
+
+
+def spread(times) -> float | None:
+    """IQR / median of repeated timings; None with fewer than 2."""
+    if len(times) < 2:
+        return None
+    q1, _, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return (q3 - q1) / statistics.median(times)
+
+
+def noise(cells) -> tuple[float | None, Cell | None]:
+    """(the median spread over the cells, the noisiest cell)."""
+    measured = [c for c in cells if c.ok and c.spread is not None]
+    if not measured:
+        return None, None
+    return (statistics.median(c.spread for c in measured),
+            max(measured, key=lambda c: c.spread))
+
+
+def describe_noise(cells) -> str:
+    typical, worst = noise(cells)
+    if typical is None:
+        return "noise: not measured (one repeat per cell)"
+    return (f"noise (spread of the repeats, IQR / median): {typical:.1%} typical over "
+            f"{sum(1 for c in cells if c.spread is not None)} cells, worst {worst.spread:.1%} "
+            f"({worst.op} {worst.layer} {worst.contender})")
+
+
+def fmt_time(t: float) -> str:
+    if t < 1e-3:
+        return f"{t * 1e6:.1f} us"
+    if t < 1:
+        return f"{t * 1e3:.2f} ms"
+    return f"{t:.3f} s"
+
+
+def _ratio(base: Cell | None, cell: Cell) -> str:
+    if base is None or not base.ok:
+        return "-"
+    return f"{base.median / cell.median:.2f}x"
+
+
+def format_table(op: str, cells: list[Cell], dtype: str, limits) -> str:
+    """One op: a block of rows per layer, one row per contender."""
+    kind = ops.limit_kind(op)
+    unit = ops.unit(op)
+    limit = (limits.gemm.get(dtype) if kind == "gemm" else limits.copy) if limits else None
+    limit_name = f"{dtype} GEMM peak" if kind == "gemm" else "copy bandwidth"
+    title = (f"{op}, {dtype}: time per call (median, min), {unit} at the median"
+             + (" (bytes read + written)" if unit == "GB/s" else "")
+             + (f", share of the {limit_name} ({limit:.1f} {unit})" if limit else "")
+             + ", speed relative to numpy and torch (> 1 = faster), spread of the repeats")
+    head = (f"{'layer':<15} {'contender':<9} {'median':>10} {'min':>10} {unit:>8} "
+            f"{'limit':>6} {'x numpy':>8} {'x torch':>8} {'spread':>7}")
+    lines = [title, head, "-" * len(head)]
+    layers = list(dict.fromkeys(c.layer for c in cells if c.op == op))
+    for name in layers:
+        row_cells = [c for c in cells if c.op == op and c.layer == name]
+        by_name = {c.contender: c for c in row_cells}
+        numpy_cell, torch_cell = by_name.get("numpy"), by_name.get("torch")
+        for i, c in enumerate(row_cells):
+            label = name if i == 0 else ""
+            if not c.ok:
+                lines.append(f"{label:<15} {c.contender:<9} {'failed':>10}")
+                continue
+            share = f"{c.rate / limit:.0%}" if limit else "-"
+            sp = "-" if c.spread is None else f"{c.spread:.1%}"
+            mark = " !" if c.error else ""
+            lines.append(f"{label:<15} {c.contender:<9} {fmt_time(c.median):>10} "
+                         f"{fmt_time(c.min):>10} {c.rate:>8.2f} {share:>6} "
+                         f"{_ratio(numpy_cell, c):>8} {_ratio(torch_cell, c):>8} {sp:>7}{mark}")
+    problems = [f"  {c.layer} {c.contender}: {c.error}" for c in cells
+                if c.op == op and c.error]
+    if problems:
+        lines.append("! problems (marked ! above):")
+        lines += problems
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ JSON
+
+
+def to_json(header: dict, cells: list[Cell]) -> dict:
+    return {"format": FORMAT, **header,
+            "results": [{**asdict(c), "median": c.median if c.ok else None,
+                         "min": c.min if c.ok else None,
+                         "spread": c.spread if c.ok else None} for c in cells]}
+
+
+def save(path, header: dict, cells: list[Cell]) -> None:
+    with open(path, "w") as f:
+        json.dump(to_json(header, cells), f, indent=1)
+        f.write("\n")
+
+
+def load(path) -> tuple[dict, list[Cell]]:
+    """(the header, the cells) of a run saved with --json."""
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a `python -m fastconv bench --json` file "
+                         f"(format {FORMAT!r})")
+    fields = Cell.__dataclass_fields__
+    cells = [Cell(**{k: v for k, v in r.items() if k in fields}) for r in data["results"]]
+    header = {k: v for k, v in data.items() if k != "results"}
+    return header, cells
+
+
+# --------------------------------------------------------------- compare
+
+# Below this a change is not called out even when the repeats agree closely:
+# runs on shared machines drift by a few percent between them.
+MIN_CHANGE = 0.05
+NOISE_FACTOR = 3
+
+
+def compare(old_header: dict, old: list[Cell], new_header: dict, new: list[Cell]) -> str:
+    """Per cell of both runs: old and new median, new speed relative to old, and a
+    flag when it is slower (or faster) by more than the noise both runs measured:
+    NOISE_FACTOR times the larger spread of the cell's repeats, and at least MIN_CHANGE."""
+    lines = [f"compared with the run of {old_header.get('date', '?')} "
+             f"(> 1 = faster now; flagged beyond {NOISE_FACTOR}x the cell's spread, "
+             f"at least {MIN_CHANGE:.0%})"]
+    for key, what in (("machine", "machine"), ("settings", "settings")):
+        a, b = old_header.get(key, {}), new_header.get(key, {})
+        differs = [k for k in ("cpu", "threads", "dtype", "isa_path") if k in a and k in b
+                   and a[k] != b[k]]
+        if differs:
+            lines.append(f"  note: different {what}: " + ", ".join(
+                f"{k} {a[k]} then, {b[k]} now" for k in differs))
+    old_by = {(c.op, c.layer, c.contender): c for c in old if c.ok}
+    head = (f"{'op':<20} {'layer':<15} {'contender':<9} {'old':>10} {'new':>10} "
+            f"{'speed':>7} {'noise':>6}")
+    lines += [head, "-" * len(head)]
+    slower = faster = 0
+    for c in new:
+        o = old_by.get((c.op, c.layer, c.contender))
+        if o is None or not c.ok:
+            continue
+        speed = o.median / c.median
+        spreads = [s for s in (o.spread, c.spread) if s is not None]
+        threshold = max(MIN_CHANGE, NOISE_FACTOR * max(spreads, default=0.0))
+        flag = ""
+        if c.median / o.median - 1 > threshold:
+            flag, slower = "  SLOWER", slower + 1
+        elif o.median / c.median - 1 > threshold:
+            flag, faster = "  faster", faster + 1
+        lines.append(f"{c.op:<20} {c.layer:<15} {c.contender:<9} {fmt_time(o.median):>10} "
+                     f"{fmt_time(c.median):>10} {speed:>6.2f}x {threshold:>6.1%}{flag}")
+    unmatched = sum(1 for c in new if c.ok and (c.op, c.layer, c.contender) not in old_by)
+    lines.append(f"{slower} slower, {faster} faster beyond the noise"
+                 + (f"; {unmatched} cells not in the old run" if unmatched else ""))
+    return "\n".join(lines)
