@@ -1,0 +1,243 @@
+"""fastconv.bench: the limit probes, the statistics, JSON and --compare, the plot, the
+argument checks and one layer measured end to end. Nothing here asserts a speed."""
+
+import io
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from fastconv.bench import limits, ops, report, runner
+from fastconv.bench.report import Cell
+from fastconv.bench.shapes import CONV_LAYERS, LAYERS, POOL_LAYERS
+
+
+# ------------------------------------------------------------------ limits
+
+
+def test_gemm_and_copy_probes_return_positive_rates():
+    for dtype in ("float32", "float64"):
+        assert limits.gemm_rate(dtype, 64, 1, 1) > 0
+    assert limits.copy_rate(1 << 20, 1, 2) > 0
+    lim = limits.measure(1, gemm_n=64, gemm_repeat=1, copy_bytes=1 << 20, copy_repeat=1)
+    assert set(lim.gemm) == {"float32", "float64"} and min(lim.gemm.values()) > 0
+    assert lim.copy > 0
+    assert "GFLOP/s" in lim.describe() and "GB/s" in lim.describe()
+
+
+def test_gemm_probe_runs_without_openblas_pinning_in_a_child():
+    env = dict(os.environ, OPENBLAS_CORETYPE="Haswell")
+    rates, note = limits.gemm_peaks(64, 1, 1, environ=env)
+    assert min(rates.values()) > 0
+    assert "child process without OPENBLAS_CORETYPE=Haswell" in note
+    rates, note = limits.gemm_peaks(64, 1, 1, environ={})
+    assert min(rates.values()) > 0 and note == "in this process"
+
+
+def test_machine_and_versions_name_what_ran():
+    m = limits.machine(2)
+    assert m["threads"] == 2 and m["cpu"] and m["isa_path"]
+    v = limits.versions()
+    assert {"fastconv", "python", "numpy"} <= set(v)
+
+
+# ------------------------------------------------------------- statistics
+
+
+def test_spread_is_iqr_over_median():
+    assert report.spread([1.0]) is None
+    assert report.spread([2.0, 2.0, 2.0]) == 0
+    assert report.spread([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 / 3)
+
+
+def _cell(layer="tiny", contender="cpp", times=(1e-3, 1.1e-3, 1.2e-3), op="conv2d"):
+    return Cell(op, layer, contender, work=1e-3, unit=ops.unit(op), times=list(times))
+
+
+def test_noise_figure_is_the_typical_spread_and_names_the_worst_cell():
+    quiet = _cell(contender="cpp", times=[1.0, 1.0, 1.0])
+    loud = _cell(contender="numpy", times=[1.0, 2.0, 3.0])
+    typical, worst = report.noise([quiet, loud, _cell(times=[1.0])])
+    assert typical == pytest.approx((0 + 1.0 / 2) / 2)
+    assert worst is loud
+    assert "numpy" in report.describe_noise([quiet, loud])
+    assert "not measured" in report.describe_noise([_cell(times=[1.0])])
+
+
+def test_table_shows_times_rates_shares_and_ratios():
+    cells = [_cell(contender="cpp", times=[1e-3] * 3), _cell(contender="numpy", times=[4e-3] * 3),
+             _cell(contender="torch", times=[2e-3] * 3)]
+    lim = limits.Limits({"float32": 10.0, "float64": 5.0}, 20.0, 64, 1, 1, "in this process")
+    text = report.format_table("conv2d", cells, "float32", lim)
+    cpp = next(l for l in text.splitlines() if " cpp " in l)
+    assert "1.00 ms" in cpp and "10%" in cpp and "4.00x" in cpp and "2.00x" in cpp
+
+
+# ------------------------------------------------------- JSON and compare
+
+
+def test_json_round_trip_and_compare_flags_slowdowns_beyond_the_noise(tmp_path):
+    header = {"date": "2026-01-01T00:00:00+00:00", "settings": {"dtype": "float32"}}
+    old = [_cell(contender="cpp", times=[1.00, 1.01, 1.02]),
+           _cell(contender="numpy", times=[1.00, 1.01, 1.02]),
+           _cell(contender="numba", times=[1.0, 1.5, 2.0])]
+    path = tmp_path / "old.json"
+    report.save(path, header, old)
+    loaded_header, loaded = report.load(path)
+    assert loaded == old and loaded_header["date"] == header["date"]
+    assert json.loads(path.read_text())["results"][0]["median"] == pytest.approx(1.01)
+
+    new = [_cell(contender="cpp", times=[2.0, 2.02, 2.04]),     # twice as slow, quiet
+           _cell(contender="numpy", times=[1.01, 1.02, 1.03]),  # within the noise
+           _cell(contender="numba", times=[1.5, 2.0, 2.5])]     # slower, but noisy
+    text = report.compare(loaded_header, loaded, header, new)
+    lines = {l.split()[2]: l for l in text.splitlines() if l.startswith("conv2d")}
+    assert "SLOWER" in lines["cpp"] and "0.50x" in lines["cpp"]
+    assert "SLOWER" not in lines["numpy"] and "SLOWER" not in lines["numba"]
+    assert "1 slower, 0 faster" in text
+
+
+def test_load_rejects_other_json(tmp_path):
+    path = tmp_path / "other.json"
+    path.write_text('{"benchmarks": []}')
+    with pytest.raises(ValueError, match="not a `python -m fastconv bench --json` file"):
+        report.load(path)
+
+
+# ------------------------------------------------------------------- plot
+
+
+def test_plot_writes_a_png(tmp_path):
+    pytest.importorskip("matplotlib")
+    from fastconv.bench import plot
+
+    cells = [_cell(layer=l, contender=c, times=[t, t, t])
+             for l in ("lenet_c1", "tiny") for c, t in (("cpp", 1e-3), ("numpy", 2e-3))]
+    cells.append(_cell(layer="pool_lenet", op="max_pool2d", times=[1e-4]))
+    header = {"date": "2026-01-01T00:00:00+00:00", "settings": {"dtype": "float32",
+                                                               "threads": 2},
+              "machine": {"cpu": "test cpu"}, "limits": {"gemm": {"float32": 10.0},
+                                                         "copy": 20.0}}
+    path = tmp_path / "bench.png"
+    plot.plot(path, header, cells)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -------------------------------------------------------------- arguments
+
+
+def test_plan_picks_layers_per_op():
+    chosen, backends, notes = runner.plan(None, [], None)
+    assert list(chosen) == ["conv2d"] and chosen["conv2d"] == list(CONV_LAYERS)
+    assert backends is None and notes == []
+    chosen, _, notes = runner.plan(["all"], ["tiny"], ["numpy"])
+    assert list(chosen) == ["conv2d", "conv2d_backward", "im2col"]
+    assert all(layers == [LAYERS["tiny"]] for layers in chosen.values())
+    assert len(notes) == 4 and all("left out" in n for n in notes)
+    # a layer written after --op or --backends (both take several values)
+    chosen, backends, _ = runner.plan(["max_pool2d", "pool_lenet"], [], ["cpp", "tiny"])
+    assert chosen == {"max_pool2d": [LAYERS["pool_lenet"]]} and backends == ["cpp"]
+
+
+@pytest.mark.parametrize("ops_, layers, backends, message", [
+    (None, ["vgg_c1"], None, "unknown layer 'vgg_c1'; convolution layers: lenet_c1"),
+    (["conv3d"], [], None, "unknown op 'conv3d'; choose from conv2d, conv2d_backward"),
+    (None, [], ["cuda"], "unknown backend 'cuda'"),
+    (["conv2d"], ["pool_lenet"], None, "pooling cases, not layers of conv2d"),
+])
+def test_plan_rejects_unknown_names_clearly(ops_, layers, backends, message):
+    with pytest.raises(runner.UsageError, match=message.replace("(", r"\(")):
+        runner.plan(ops_, layers, backends)
+
+
+# --------------------------------------------------------------- progress
+
+
+def test_progress_is_quiet_when_piped():
+    stream = io.StringIO()
+    p = runner.Progress(3, stream)
+    p.describe("conv2d tiny")
+    p.tick()
+    p.close()
+    assert stream.getvalue() == ""
+
+
+def test_progress_falls_back_to_a_plain_line_without_tqdm(monkeypatch):
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # import tqdm fails
+    stream = Tty()
+    p = runner.Progress(2, stream)
+    p.describe("conv2d tiny")
+    p.tick()
+    p.close()
+    assert "\r[1/2] conv2d tiny" in stream.getvalue()
+
+
+# ------------------------------------------------------------- measuring
+
+
+@pytest.mark.parametrize("op", ops.OPS)
+def test_measure_layer_times_every_contender_and_checks_it(op):
+    layer = ops.stand_in(ops.table(op)[-1])
+    names, _ = ops.backends_for(op)
+    suite = runner.Suite(2, 0.0, 64, 1, 1 << 20, 1)
+    ticks = []
+    cells, notes = runner.measure_layer(op, layer, np.float32, names, None, suite,
+                                        lambda: ticks.append(1))
+    assert [c.contender for c in cells] == names + (["textbook"] if op in
+                                                    ops.TEXTBOOK_OPS else [])
+    assert all(len(c.times) == 2 and not c.error for c in cells), cells
+    assert len(ticks) == 3 and notes == []
+
+
+def test_stand_ins_keep_kernel_stride_padding_and_groups_kind():
+    for layer in CONV_LAYERS:
+        small = ops.stand_in(layer)
+        assert (small.kh, small.kw, small.stride, small.padding) == \
+               (layer.kh, layer.kw, layer.stride, layer.padding)
+        assert (small.groups == small.c) == (layer.groups == layer.c)
+        assert min(small.out_hw) >= 1 and small.flops <= layer.flops
+    for layer in POOL_LAYERS:
+        small = ops.stand_in(layer)
+        assert (small.kernel, small.stride, small.padding) == \
+               (layer.kernel, layer.stride, layer.padding)
+
+
+def test_a_wrong_result_is_reported():
+    layer = ops.stand_in(LAYERS["tiny"])
+    a = ops.inputs("conv2d", layer, np.float32)
+    ref = ops.reference("conv2d", layer, a)
+    assert ops.mismatch("conv2d", "cpp", ref, ref, layer) == ""
+    assert "differs from numpy" in ops.mismatch("conv2d", "cpp", ref + 1, ref, layer)
+    assert "shape" in ops.mismatch("conv2d", "cpp", ref[:, :, :1], ref, layer)
+
+
+def test_ctrl_c_prints_the_layers_that_finished(monkeypatch, capsys, tmp_path):
+    import fastconv as fc
+    from fastconv.__main__ import main
+
+    measured = []
+
+    def measure_layer(op, layer, *args, **kwargs):
+        if measured:
+            raise KeyboardInterrupt
+        measured.append(layer.name)
+        return [Cell(op, layer.name, "numpy", 1e-3, "GFLOP/s", [1e-3, 1e-3])], []
+
+    monkeypatch.setattr(runner, "measure_layer", measure_layer)
+    monkeypatch.setattr(limits, "measure", lambda *a: limits.Limits(
+        {"float32": 10.0, "float64": 5.0}, 20.0, 64, 1, 1, "in this process"))
+    path = tmp_path / "partial.json"
+    code = main(["bench", "lenet_c1", "lenet_c2", "--no-torch", "--backends", "numpy",
+                 "--threads", str(fc.get_num_threads()), "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "interrupted: showing the layers that finished" in out
+    assert "lenet_c1" in out and "lenet_c2" not in out.split("interrupted")[1]
+    header, cells = report.load(path)
+    assert header["interrupted"] and [c.layer for c in cells] == ["lenet_c1"]
