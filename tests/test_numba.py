@@ -1,0 +1,192 @@
+"""What only the numba backend has: lazy import, its thread count, BLAS kept
+single-threaded inside its threads, the on-disk kernel cache and its report.
+Results of every op are tested with the other backends, per function family."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+
+numba = pytest.importorskip("numba")
+if not fc.backends()["numba"].available:
+    pytest.skip(f"numba backend unavailable: {fc.backends()['numba'].reason}",
+                allow_module_level=True)
+
+from fastconv.backends import numba_backend  # noqa: E402
+
+STATUS = re.compile(r"^(warm|partly warm|cold): (\d+) of (\d+) kernels compiled for this CPU "
+                    r"\((\d+) signatures\) in \S")
+
+
+def _python(code, env=None, timeout=600):
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def _data(shape, seed=0):
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ------------------------------------------------------------ lazy import
+
+
+def test_importing_fastconv_does_not_import_numba():
+    out = _python("import sys, numpy as np, fastconv as fc\n"
+                  "x = np.ones((1, 1, 4, 4))\n"
+                  "fc.conv2d(x, np.ones((1, 1, 2, 2)), backend='numpy')\n"
+                  "fc.max_pool2d(x, 2, backend='numpy')\n"
+                  "print('numba' in sys.modules, 'fastconv.backends._numba_kernels' in sys.modules)")
+    assert out.split() == ["False", "False"]
+
+
+# ------------------------------------------------------------------ threads
+
+
+@pytest.fixture
+def threads():
+    before = fc.get_num_threads()
+    yield
+    fc.set_num_threads(before)
+
+
+def test_numba_threads_follow_fastconv_threads(threads):
+    x, w = _data((2, 16, 48, 48)), _data((16, 16, 3, 3), 1)  # large enough to go parallel
+    results = {}
+    for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
+        fc.set_num_threads(n)
+        results[n] = (fc.conv2d(x, w, padding=1, backend="numba"),
+                      fc.max_pool2d(x, 3, 1, 1, return_indices=True, backend="numba"))
+        assert numba.get_num_threads() == n
+    ref = fc.conv2d(x, w, padding=1, backend="numpy")
+    for conv, (pooled, idx) in results.values():
+        np.testing.assert_allclose(conv, ref, rtol=1e-5, atol=1e-4)
+        np.testing.assert_array_equal(pooled, results[1][1][0])
+        np.testing.assert_array_equal(idx, results[1][1][1])
+
+
+def test_small_calls_run_on_one_thread(threads):
+    fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    fc.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)), backend="numba")
+    assert numba.get_num_threads() == 1
+
+
+def test_more_threads_than_numba_has_are_capped(threads):
+    fc.set_num_threads(numba.config.NUMBA_NUM_THREADS + 3)
+    x = _data((2, 16, 48, 48))
+    np.testing.assert_array_equal(fc.max_pool2d(x, 3, 1, 1, backend="numba"),
+                                  fc.max_pool2d(x, 3, 1, 1, backend="numpy"))
+    assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
+
+
+def test_blas_is_single_threaded_only_while_the_conv_kernels_run():
+    pin = numba_backend._blas_pin()
+    if not pin.single:
+        pytest.skip("no known BLAS behind SciPy: the GEMM kernel runs on one Numba thread")
+    before = pin._get()
+    with pin:
+        assert pin._get() == 1
+        with pin:  # nested and concurrent users share one pin
+            assert pin._get() == 1
+        assert pin._get() == 1
+    assert pin._get() == before
+    fc.conv2d(_data((2, 8, 16, 16)), _data((4, 8, 3, 3)), backend="numba")
+    assert pin._get() == before
+
+
+def test_without_a_pinnable_blas_the_gemm_kernel_runs_on_one_thread(monkeypatch):
+    class Unpinned(numba_backend._BlasPin):
+        def __init__(self):
+            super().__init__()
+            self._get = self._set = None
+
+    monkeypatch.setattr(numba_backend, "_blas", Unpinned())
+    x, w = _data((2, 8, 16, 16)), _data((4, 8, 3, 3), 1)
+    np.testing.assert_allclose(fc.conv2d(x, w, padding=1, backend="numba"),
+                               fc.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-5, atol=1e-4)
+
+
+def test_without_scipy_blas_conv_is_declined_and_auto_moves_on():
+    backend = numba_backend.NumbaBackend()
+    backend._gemm_reason = "Numba's np.dot needs SciPy's BLAS, which failed to import: test"
+    spec = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((1, 2, 3, 3))).spec
+    assert "SciPy" in backend.supports("conv2d", spec)
+    assert "SciPy" in backend.supports("conv2d_backward", spec)
+    assert backend.supports("max_pool2d", spec) == ""
+
+
+# ------------------------------------------------------------------ cache
+
+
+def test_cache_status_is_one_line_and_counts_the_kernels_run():
+    fc.max_pool2d(_data((1, 1, 4, 4)), 2, backend="numba")
+    status = numba_backend.cache_status()
+    assert "\n" not in status
+    m = STATUS.match(status)
+    assert m, status
+    state, warm, total, signatures = m.group(1), *map(int, m.groups()[1:])
+    assert total == len(numba_backend._k().KERNELS) and 0 <= warm <= total
+    assert signatures >= warm
+    assert state == ("warm" if warm == total else "cold" if warm == 0 else "partly warm")
+    kernel = numba_backend._k().max_pool2d
+    if os.access(kernel._cache.cache_path, os.W_OK):
+        assert warm >= 1
+
+
+def test_info_reports_the_numba_cache(capsys):
+    from fastconv.__main__ import main
+
+    assert main(["info"]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("numba cache: ")]
+    assert len(line) == 1 and STATUS.match(line[0][len("numba cache: "):]), line
+
+
+_FRESH = """
+import json, numpy as np, fastconv as fc
+from fastconv.backends import numba_backend
+rng = np.random.default_rng(0)
+x = rng.standard_normal((2, 8, 16, 16)).astype(np.float32)
+w = rng.standard_normal((4, 8, 3, 3)).astype(np.float32)
+conv = fc.conv2d(x, w, padding=1, backend="numba")
+pooled, idx = fc.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numba")
+k = numba_backend._k()
+misses = sum(sum(d.stats.cache_misses.values()) for d in (k.conv2d_gemm, k.max_pool2d))
+ok = (np.abs(conv - fc.conv2d(x, w, padding=1, backend="numpy")).max() < 1e-4
+      and (pooled == fc.max_pool2d(x, 3, 2, 1, backend="numpy")).all()
+      and (idx == fc.max_pool2d(x, 3, 2, 1, return_indices=True, backend="numpy")[1]).all())
+print(json.dumps({"ok": bool(ok), "misses": misses}))
+"""
+
+
+def test_a_fresh_process_loads_the_cached_kernels_and_is_correct():
+    # Compile (or load) both kernels here with the calls _FRESH makes, then a
+    # new process must find them in the cache: no compilation, same results.
+    exec(compile(_FRESH.replace("print(", "("), "<fresh>", "exec"), {})
+    k = numba_backend._k()
+    if not all(os.access(d._cache.cache_path, os.W_OK) for d in (k.conv2d_gemm, k.max_pool2d)):
+        pytest.skip("the numba cache directory is not writable")
+    result = json.loads(_python(_FRESH).strip().splitlines()[-1])
+    assert result == {"ok": True, "misses": 0}
+
+
+@pytest.mark.slow
+def test_an_empty_cache_dir_goes_from_cold_to_warm(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    status = "from fastconv.backends.numba_backend import cache_status; print(cache_status())"
+    assert _python(status, env).startswith("cold: 0 of ")
+    _python("import numpy as np, fastconv as fc\n"
+            "x = np.ones((1, 2, 6, 6), np.float32); w = np.ones((2, 2, 3, 3), np.float32)\n"
+            "fc.conv2d(x, w, backend='numba'); fc.conv2d(x, w, groups=2, backend='numba')\n"
+            "fc.conv2d_backward(np.ones((1, 2, 4, 4), np.float32), x, w, backend='numba')\n"
+            "fc.col2im(fc.im2col(x, 3, backend='numba'), x.shape, 3, backend='numba')\n"
+            "fc.max_pool2d_backward(np.ones((1, 2, 3, 3), np.float32), x, 2, backend='numba')\n"
+            "fc.avg_pool2d_backward(np.ones((1, 2, 3, 3), np.float32), x.shape, 2, backend='numba')\n"
+            "fc.max_pool2d(x, 2, backend='numba'); fc.avg_pool2d(x, 2, backend='numba')\n", env)
+    assert _python(status, env).startswith("warm: ")
