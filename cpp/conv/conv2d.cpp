@@ -83,6 +83,42 @@ void runs_of_panels(const ConvShape& s, i64 jb, i64 je, int nr, i64 group_offset
     pr.start.push_back(int(pr.runs.size()));
 }
 
+// dst[0, n) <- src[0, n) for a short n (a run of at most NR pixels): 16-byte
+// moves, the last one ending on the last element (overlapping when n is not a
+// multiple), instead of a call to memcpy.
+template <typename T>
+inline void copy_short(const T* src, T* dst, i64 n) {
+    constexpr i64 lanes = 16 / sizeof(T);
+    if (n < lanes) {
+        for (i64 t = 0; t < n; ++t) dst[t] = src[t];
+        return;
+    }
+    for (i64 t = 0; t + lanes < n; t += lanes) std::memcpy(dst + t, src + t, 16);
+    std::memcpy(dst + n - lanes, src + n - lanes, 16);
+}
+
+// dst[t] <- src[2t] for t < NR, by 16-byte vectors and shuffles; the last
+// load ends on src[2*NR - 2], so nothing past the last element used is read.
+template <typename T, int NR>
+inline void copy_even(const T* src, T* dst) {
+    constexpr int lanes = 16 / sizeof(T);
+    typedef T V __attribute__((vector_size(16)));
+    static_assert(NR % lanes == 0, "NR is a whole number of vectors");
+    for (int t = 0; t < NR; t += lanes) {
+        const T* from = src + 2 * t;
+        V lo, hi;
+        std::memcpy(&lo, from, sizeof lo);
+        std::memcpy(&hi, from + lanes - 1, sizeof hi);
+        V even;
+        if constexpr (lanes == 4) {
+            even = __builtin_shufflevector(lo, hi, 0, 2, 5, 7);
+        } else {
+            even = __builtin_shufflevector(lo, hi, 0, 3);
+        }
+        std::memcpy(dst + t, &even, sizeof even);
+    }
+}
+
 /* bp[panel][p][j] <- x[n][g*Cg + c][oh*sh + kh*dh - pt][ow*sw + kw*dw - pl],
    for p = (c*KH + kh)*KW + kw in [p0, p0 + kc), column j of the panel = pixel
    (n, oh, ow); zero where the tap falls in the padding or past the last pixel.
@@ -106,6 +142,8 @@ void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRuns&
                 const T* src = x + run->image + (c * s.h + first_ih) * s.w + first_iw;
                 if (s.sw == 1) {
                     std::memcpy(dst, src, sizeof(T) * nr);
+                } else if (s.sw == 2) {
+                    copy_even<T, nr>(src, dst);
                 } else {
                     for (int t = 0; t < nr; ++t) dst[t] = src[t * s.sw];
                 }
@@ -123,7 +161,11 @@ void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRuns&
                                : iw < s.w                        ? ceil_div(s.w - iw, s.sw)
                                                                  : 0;
                 T* d = dst + run->first;
-                for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
+                if (s.sw == 1) {
+                    copy_short(row + iw + lo, d + lo, hi - lo);
+                } else {
+                    for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
+                }
             }
         }
         if (++kw == s.kw) {
@@ -203,6 +245,8 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
     blocks = ceil_div(gm.cols, block_cols);
     const i64 units = s.groups * blocks;
     const i64 mc = B::mc / uk.mr * uk.mr;
+    // depth blocks of (nearly) equal size, so that none is a short tail
+    const i64 kc_max = ceil_div(gm.depth, ceil_div(gm.depth, B::kc));
 
 #pragma omp parallel num_threads(threads)
     {
@@ -218,8 +262,8 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
             const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
             runs_of_panels(s, jb, je, uk.nr, group_offset, ws.runs);
-            for (i64 p0 = 0; p0 < gm.depth; p0 += B::kc) {            // depth blocks: pack B
-                const i64 kc = std::min(B::kc, gm.depth - p0);
+            for (i64 p0 = 0; p0 < gm.depth; p0 += kc_max) {            // depth blocks: pack B
+                const i64 kc = std::min(kc_max, gm.depth - p0);
                 pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
                 const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
                 for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks
