@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../direct/direct.h"
+#include "../gemm/blocking.h"
 #include "../gemm/gemm.h"
 #include "conv2d.h"
 #include "unfold.h"
@@ -15,14 +16,28 @@ using i64 = std::int64_t;
 template <typename T>
 void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out, bool relu,
                 int threads) {
+    /* out[n][g*Kg + i][p] <- sum_c weight[g*Kg + i][c] * x[n][g*Cg + c][p]: per image and
+       group a GEMM whose B is the input itself; all of them in one team of threads */
     const i64 cg = s.c / s.groups, kg = s.k / s.groups, pixels = s.h * s.w;
-    for (i64 n = 0; n < s.n; ++n) {
-        for (i64 g = 0; g < s.groups; ++g) {
-            /* out[n][g*Kg + i][p] <- sum_c weight[g*Kg + i][c] * x[n][g*Cg + c][p] */
-            gemm<T>(kg, pixels, cg, {weight + g * kg * cg, cg, 1},
-                    {x + (n * s.c + g * cg) * pixels, pixels, 1},
-                    out + (n * s.k + g * kg) * pixels, pixels, false,
-                    bias ? bias + g * kg : nullptr, relu, threads);
+    const GemmSplit split = gemm_split<T>(kg, pixels, threads);
+    const i64 per_product = split.col_blocks * split.row_groups;
+    const i64 units = s.n * s.groups * per_product;
+    const int nt = threads_for(s.n * s.k * cg * pixels, units, threads);
+#pragma omp parallel num_threads(nt)
+    {
+        GemmWorkspace<T> ws;
+#pragma omp for schedule(static)
+        for (i64 unit = 0; unit < units; ++unit) {
+            const i64 product = unit / per_product, part = unit % per_product;
+            const i64 n = product / s.groups, g = product % s.groups;
+            const i64 j0 = part % split.col_blocks * Blocking<T>::nc;
+            const i64 i0 = part / split.col_blocks * split.rows_per_group;
+            gemm_block<T>(kg, pixels, cg, {weight + g * kg * cg, cg, 1},
+                          {x + (n * s.c + g * cg) * pixels, pixels, 1},
+                          out + (n * s.k + g * kg) * pixels, pixels, false,
+                          bias ? bias + g * kg : nullptr, relu, j0,
+                          std::min(Blocking<T>::nc, pixels - j0), i0,
+                          std::min(kg, i0 + split.rows_per_group), ws);
         }
     }
 }

@@ -50,65 +50,69 @@ void pack_b(const MatView<T>& b, i64 j0, i64 cols, i64 p0, i64 kc, int nr, T* bp
     }
 }
 
+// c[i0, i0 + rows) x [j0, j0 + cols) <- the epilogue of an empty sum (k == 0).
+template <typename T>
+void empty_sum(i64 i0, i64 rows, i64 j0, i64 cols, T* c, i64 ldc, bool accumulate,
+               const T* bias, bool relu) {
+    for (i64 i = i0; i < i0 + rows; ++i) {
+        for (i64 j = j0; j < j0 + cols; ++j) {
+            T v = accumulate ? c[i * ldc + j] : T(0);
+            if (bias) v += bias[i];
+            if (relu && v < T(0)) v = T(0);
+            c[i * ldc + j] = v;
+        }
+    }
+}
+
 }  // namespace
 
 template <typename T>
-void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
-          const T* bias, bool relu, int threads) {
-    if (m <= 0 || n <= 0) return;
-    const UKernel<T> uk = gemm_ukernel<T>();
+GemmWorkspace<T>::GemmWorkspace() : uk(gemm_ukernel<T>()) {
     using B = Blocking<T>;
-    const i64 kKC = B::kc, kNC = B::nc;
-    const i64 mc = B::mc / uk.mr * uk.mr;
-    const i64 row_tiles = ceil_div(m, mc), col_tiles = ceil_div(n, kNC);
-    const int nt = threads_for(m * n * std::max<i64>(k, 1), row_tiles * col_tiles, threads);
-#pragma omp parallel num_threads(nt)
-    {
-        std::vector<T> ap(mc * kKC), bp(kKC * (kNC + uk.nr)), tile(uk.mr * uk.nr);
-#pragma omp for schedule(static) collapse(2)
-        for (i64 it = 0; it < row_tiles; ++it) {
-            for (i64 jt = 0; jt < col_tiles; ++jt) {
-                const i64 i0 = it * mc, rows = std::min(mc, m - i0);
-                const i64 j0 = jt * kNC, cols = std::min(kNC, n - j0);
-                if (k == 0) {  // an empty sum: c keeps or becomes 0, then the epilogue
-                    for (i64 i = 0; i < rows; ++i) {
-                        for (i64 j = 0; j < cols; ++j) {
-                            T& dst = c[(i0 + i) * ldc + j0 + j];
-                            T v = accumulate ? dst : T(0);
-                            if (bias) v += bias[i0 + i];
-                            if (relu && v < T(0)) v = T(0);
-                            dst = v;
-                        }
+    ap.resize(B::mc / uk.mr * uk.mr * B::kc);
+    bp.resize(B::kc * ceil_div(B::nc, uk.nr) * uk.nr);
+    tile.resize(uk.mr * uk.nr);
+}
+
+template <typename T>
+void gemm_block(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
+                const T* bias, bool relu, i64 j0, i64 cols, i64 i_begin, i64 i_end,
+                GemmWorkspace<T>& ws) {
+    const UKernel<T>& uk = ws.uk;
+    const i64 mc = Blocking<T>::mc / uk.mr * uk.mr;
+    if (k == 0) {
+        empty_sum(i_begin, i_end - i_begin, j0, cols, c, ldc, accumulate, bias, relu);
+        return;
+    }
+    const i64 kc_max = ceil_div(k, ceil_div(k, Blocking<T>::kc));  // equal depth blocks
+    for (i64 p0 = 0; p0 < k; p0 += kc_max) {  // depth blocks: pack B once
+        const i64 kc = std::min(kc_max, k - p0);
+        const bool acc = accumulate || p0 > 0, last = p0 + kc == k;
+        pack_b(b, j0, cols, p0, kc, uk.nr, ws.bp.data());
+        for (i64 i0 = i_begin; i0 < i_end; i0 += mc) {  // row blocks: pack A
+            const i64 rows = std::min(mc, i_end - i0);
+            pack_a(a, i0, rows, p0, kc, uk.mr, ws.ap.data());
+            for (i64 j = 0; j < cols; j += uk.nr) {  // NR columns
+                const int nr_eff = int(std::min<i64>(uk.nr, cols - j));
+                const T* bpanel = ws.bp.data() + (j / uk.nr) * kc * uk.nr;
+                for (i64 i = 0; i < rows; i += uk.mr) {  // MR rows
+                    const int mr_eff = int(std::min<i64>(uk.mr, rows - i));
+                    const T* apanel = ws.ap.data() + (i / uk.mr) * kc * uk.mr;
+                    T* dst = c + (i0 + i) * ldc + j0 + j;
+                    const T* tb = last && bias ? bias + i0 + i : nullptr;
+                    if (mr_eff == uk.mr && nr_eff == uk.nr) {
+                        uk.fn(kc, apanel, bpanel, dst, ldc, acc, tb, last && relu);
+                        continue;
                     }
-                    continue;
-                }
-                for (i64 p0 = 0; p0 < k; p0 += kKC) {  // depth blocks: pack A and B
-                    const i64 kc = std::min(kKC, k - p0);
-                    const bool acc = accumulate || p0 > 0, last = p0 + kc == k;
-                    pack_a(a, i0, rows, p0, kc, uk.mr, ap.data());
-                    pack_b(b, j0, cols, p0, kc, uk.nr, bp.data());
-                    for (i64 j = 0; j < cols; j += uk.nr) {  // NR columns
-                        const int nr_eff = int(std::min<i64>(uk.nr, cols - j));
-                        const T* bpanel = bp.data() + (j / uk.nr) * kc * uk.nr;
-                        for (i64 i = 0; i < rows; i += uk.mr) {  // MR rows
-                            const int mr_eff = int(std::min<i64>(uk.mr, rows - i));
-                            const T* apanel = ap.data() + (i / uk.mr) * kc * uk.mr;
-                            T* dst = c + (i0 + i) * ldc + j0 + j;
-                            const T* tb = last && bias ? bias + i0 + i : nullptr;
-                            if (mr_eff == uk.mr && nr_eff == uk.nr) {
-                                uk.fn(kc, apanel, bpanel, dst, ldc, acc, tb, last && relu);
-                                continue;
-                            }
-                            uk.fn(kc, apanel, bpanel, tile.data(), uk.nr, false, nullptr, false);
-                            for (int r = 0; r < mr_eff; ++r) {
-                                for (int q = 0; q < nr_eff; ++q) {
-                                    T v = tile[r * uk.nr + q];
-                                    if (acc) v += dst[r * ldc + q];
-                                    if (tb) v += tb[r];
-                                    if (last && relu && v < T(0)) v = T(0);
-                                    dst[r * ldc + q] = v;
-                                }
-                            }
+                    T* tile = ws.tile.data();
+                    uk.fn(kc, apanel, bpanel, tile, uk.nr, false, nullptr, false);
+                    for (int r = 0; r < mr_eff; ++r) {
+                        for (int q = 0; q < nr_eff; ++q) {
+                            T v = tile[r * uk.nr + q];
+                            if (acc) v += dst[r * ldc + q];
+                            if (tb) v += tb[r];
+                            if (last && relu && v < T(0)) v = T(0);
+                            dst[r * ldc + q] = v;
                         }
                     }
                 }
@@ -117,9 +121,45 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
     }
 }
 
-template void gemm<float>(i64, i64, i64, MatView<float>, MatView<float>, float*, i64, bool,
-                          const float*, bool, int);
-template void gemm<double>(i64, i64, i64, MatView<double>, MatView<double>, double*, i64, bool,
-                           const double*, bool, int);
+template <typename T>
+GemmSplit gemm_split(i64 m, i64 n, int threads) {
+    const i64 mc = Blocking<T>::mc / gemm_ukernel<T>().mr * gemm_ukernel<T>().mr;
+    const i64 col_blocks = ceil_div(n, Blocking<T>::nc), row_blocks = ceil_div(m, mc);
+    const i64 row_groups = std::min(row_blocks, ceil_div(2 * threads, col_blocks));
+    const i64 rows_per_group = ceil_div(row_blocks, row_groups) * mc;
+    return {col_blocks, ceil_div(m, rows_per_group), rows_per_group};
+}
+
+template <typename T>
+void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
+          const T* bias, bool relu, int threads) {
+    if (m <= 0 || n <= 0) return;
+    const GemmSplit split = gemm_split<T>(m, n, threads);
+    const i64 units = split.col_blocks * split.row_groups;
+    const int nt = threads_for(m * n * std::max<i64>(k, 1), units, threads);
+#pragma omp parallel num_threads(nt)
+    {
+        GemmWorkspace<T> ws;
+#pragma omp for schedule(static)
+        for (i64 unit = 0; unit < units; ++unit) {
+            const i64 j0 = unit % split.col_blocks * Blocking<T>::nc;
+            const i64 i0 = unit / split.col_blocks * split.rows_per_group;
+            gemm_block(m, n, k, a, b, c, ldc, accumulate, bias, relu, j0,
+                       std::min(Blocking<T>::nc, n - j0), i0,
+                       std::min(m, i0 + split.rows_per_group), ws);
+        }
+    }
+}
+
+#define FASTCONV_GEMM(T)                                                                 \
+    template struct GemmWorkspace<T>;                                                    \
+    template void gemm_block<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool,    \
+                                const T*, bool, i64, i64, i64, i64, GemmWorkspace<T>&);  \
+    template GemmSplit gemm_split<T>(i64, i64, int);                                     \
+    template void gemm<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, const T*, \
+                          bool, int);
+FASTCONV_GEMM(float)
+FASTCONV_GEMM(double)
+#undef FASTCONV_GEMM
 
 }  // namespace fastconv

@@ -3,6 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
+
+#include "ukernel.h"
 
 namespace fastconv {
 
@@ -20,5 +23,30 @@ struct MatView {
 template <typename T>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, MatView<T> b, T* c,
           std::int64_t ldc, bool accumulate, const T* bias, bool relu, int threads);
+
+// The pieces of gemm, for callers that run many products in one team of
+// threads: a thread's packing buffers, and one unit of work — columns
+// [j0, j0 + cols) and rows [i_begin, i_end) of c, every depth block.
+template <typename T>
+struct GemmWorkspace {
+    GemmWorkspace();
+    UKernel<T> uk;
+    std::vector<T> ap, bp, tile;
+};
+
+template <typename T>
+void gemm_block(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, MatView<T> b, T* c,
+                std::int64_t ldc, bool accumulate, const T* bias, bool relu, std::int64_t j0,
+                std::int64_t cols, std::int64_t i_begin, std::int64_t i_end,
+                GemmWorkspace<T>& ws);
+
+// How gemm splits c: column blocks of Blocking<T>::nc, times row groups of
+// rows_per_group (more than one only when the columns cannot feed the threads).
+struct GemmSplit {
+    std::int64_t col_blocks, row_groups, rows_per_group;
+};
+
+template <typename T>
+GemmSplit gemm_split(std::int64_t m, std::int64_t n, int threads);
 
 }  // namespace fastconv
