@@ -257,32 +257,51 @@ void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int t
     }
 }
 
-// acc[o] <- sum over (c, kh, kw) of weight * input, for output row oh of one filter.
+// acc[o] <- sum over (c, kh, kw) of weight * input, for output row oh of one
+// filter. Inside the row's interior, Lanes<T>::n outputs at a time sum the
+// whole window in a register; the rest go tap by tap, in the same order.
 template <typename T, int SW>
 void conv_row(const ConvShape& s, const T* __restrict image, const T* __restrict filter, i64 oh,
               T* __restrict acc) {
+    using V = typename Lanes<T>::V;
+    constexpr int L = Lanes<T>::n;
     const i64 cg = s.c / s.groups;
     const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pad_left, s.dw);
     const i64 sw = SW ? SW : s.sw;
     const i64 ih0 = oh * s.sh - s.pad_top;
-    for (i64 o = 0; o < s.ow; ++o) acc[o] = T(0);
-    for (i64 c = 0; c < cg; ++c) {
-        for (i64 kh = 0; kh < s.kh; ++kh) {
-            const i64 ih = ih0 + kh * s.dh;
-            if (ih < 0 || ih >= s.h) continue;
-            const T* row = image + (c * s.h + ih) * s.w;
-            for (i64 kw = 0; kw < s.kw; ++kw) {
-                const T wv = filter[(c * s.kh + kh) * s.kw + kw];
-                const T* __restrict src = row - s.pad_left + kw * s.dw;
-                for (i64 o = in.first; o < in.last; ++o) acc[o] += wv * src[o * sw];
-                for (i64 o = 0; o < s.ow; ++o) {  // windows in the padding
-                    if (o == in.first && in.last > in.first) o = in.last;
-                    if (o >= s.ow) break;
+    // Rows of the window inside the input: the same for every column.
+    i64 kh0 = 0, kh1 = s.kh;
+    while (kh0 < s.kh && ih0 + kh0 * s.dh < 0) ++kh0;
+    while (kh1 > kh0 && ih0 + (kh1 - 1) * s.dh >= s.h) --kh1;
+    const i64 vec_end = in.last - in.first >= L ? in.last : in.first;
+    for (i64 next = in.first; next < vec_end; next += L) {
+        const i64 o = next + L <= vec_end ? next : vec_end - L;  // the last may overlap
+        V sum = V{};
+        for (i64 c = 0; c < cg; ++c) {
+            for (i64 kh = kh0; kh < kh1; ++kh) {
+                const T* row = image + (c * s.h + ih0 + kh * s.dh) * s.w - s.pad_left + o * sw;
+                const T* taps = filter + (c * s.kh + kh) * s.kw;
+                for (i64 kw = 0; kw < s.kw; ++kw)
+                    sum += taps[kw] * load_strided<T, SW>(row + kw * s.dw, sw);
+            }
+        }
+        store(acc + o, sum);
+    }
+    for (i64 o = 0; o < s.ow; ++o) {  // the other columns, tap by tap
+        if (o == in.first && vec_end > in.first) o = vec_end;
+        if (o >= s.ow) break;
+        T sum = T(0);
+        for (i64 c = 0; c < cg; ++c) {
+            for (i64 kh = kh0; kh < kh1; ++kh) {
+                const T* row = image + (c * s.h + ih0 + kh * s.dh) * s.w;
+                const T* taps = filter + (c * s.kh + kh) * s.kw;
+                for (i64 kw = 0; kw < s.kw; ++kw) {
                     const i64 iw = o * sw - s.pad_left + kw * s.dw;
-                    if (iw >= 0 && iw < s.w) acc[o] += wv * row[iw];
+                    if (iw >= 0 && iw < s.w) sum += taps[kw] * row[iw];
                 }
             }
         }
+        acc[o] = sum;
     }
 }
 
