@@ -56,6 +56,9 @@ def _copy(d, db, s, sb, n, sw):
     if sw == 1:
         for o in range(n):
             d[_u(db + o)] = s[_u(sb + o)]
+    elif sw == 2:
+        for o in range(n):
+            d[_u(db + o)] = s[_u(sb + 2 * o)]
     else:
         for o in range(n):
             d[_u(db + o)] = s[_u(sb + o * sw)]
@@ -67,6 +70,9 @@ def _axpy(d, db, s, sb, n, a, sw):
     if sw == 1:
         for o in range(n):
             d[_u(db + o)] += a * s[_u(sb + o)]
+    elif sw == 2:
+        for o in range(n):
+            d[_u(db + o)] += a * s[_u(sb + 2 * o)]
     else:
         for o in range(n):
             d[_u(db + o)] += a * s[_u(sb + o * sw)]
@@ -88,7 +94,8 @@ def _bias_relu(d, db, s, sb, n, b, has_bias, relu):
 def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw):
     """Output rows [r0, r1) unfolded into cols (C*KH*KW, P), zeros in the padding.
 
-    /* cols[(c*KH + i)*KW + j][(r - r0)*OW + ow] <- x[n][c][oh*sh - top + i*dh][ow*sw - left + j*dw] */
+    /* cols[(c*KH + i)*KW + j][(r - r0)*OW + ow]
+           <- x[n][c][oh*sh - top + i*dh][ow*sw - left + j*dw] */
     """
     p = (r1 - r0) * ow_
     for q in range(c_ * kh * kw):
