@@ -30,8 +30,8 @@ namespace fastconv {
 
 // Gradients of conv2d (without activation) for grad_out (N, K, OH, OW):
 // grad_input (N, C, H, W) through the adjoint of im2col, grad_weight through
-// a GEMM over each image's im2col matrix (images summed in order), grad_bias
-// (K). The workspace is two im2col matrices of one image.
+// GEMMs over the im2col matrix of chunks of images (summed in order), grad_bias
+// (K). The workspace is two im2col matrices of a chunk of at most 8 MB (or one image).
 template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads);

@@ -1,6 +1,7 @@
 // The convolutions that are plain GEMMs on the input or on one image's
 // im2col matrix: the 1x1 forward and the gradients.
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "../direct/direct.h"
@@ -46,33 +47,47 @@ template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads) {
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
-    const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow;
-    ConvShape image = s;
-    image.n = 1;
-    std::vector<T> cols(s.c * s.kh * s.kw * pixels), dcols(cols.size());
+    const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
+    // Images go in chunks whose im2col matrix fits a fixed budget (not the
+    // thread count, so that the sums do not depend on it): a few GEMMs per
+    // chunk instead of several per image.
+    constexpr i64 kChunkBytes = 8 << 20;
+    const i64 per_image = s.c * s.kh * s.kw * pixels;
+    const i64 chunk = std::max<i64>(1, std::min(s.n, kChunkBytes / (per_image * i64(sizeof(T)))));
+    // every element is written before it is read: no zero-filling
+    std::unique_ptr<T[]> cols(new T[per_image * chunk]), dcols(new T[per_image * chunk]);
+    std::unique_ptr<T[]> g(new T[s.k * pixels * chunk]);
     if (s.n == 0) std::fill(grad_weight, grad_weight + s.k * depth, T(0));
-    for (i64 n = 0; n < s.n; ++n) {
-        const T* gn = grad_out + n * s.k * pixels;
-        unfold_image(image, x + n * s.c * s.h * s.w, cols.data(), threads);
-        for (i64 g = 0; g < s.groups; ++g) {
-            /* grad_weight[g*Kg + i][q] += sum_p grad_out[n][g*Kg + i][p] * cols[g*depth + q][p] */
-            gemm<T>(kg, depth, pixels, {gn + g * kg * pixels, pixels, 1},
-                    {cols.data() + g * depth * pixels, 1, pixels}, grad_weight + g * kg * depth,
-                    depth, n > 0, nullptr, false, threads);
-            /* dcols[g*depth + q][p] <- sum_i weight[g*Kg + i][q] * grad_out[n][g*Kg + i][p] */
-            gemm<T>(depth, pixels, kg, {weight + g * kg * depth, 1, depth},
-                    {gn + g * kg * pixels, pixels, 1}, dcols.data() + g * depth * pixels, pixels,
-                    false, nullptr, false, threads);
+    for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
+        ConvShape part = s;
+        part.n = std::min(chunk, s.n - n0);
+        const i64 cols_ld = part.n * pixels;
+        unfold_images(part, x + n0 * s.c * plane, cols.get(), threads);
+        /* g[k][j*P + p] <- grad_out[n0 + j][k][p]: the chunk's gradient as one matrix */
+        for (i64 j = 0; j < part.n; ++j)
+            for (i64 k = 0; k < s.k; ++k)
+                std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
+                            g.get() + k * cols_ld + j * pixels);
+        for (i64 grp = 0; grp < s.groups; ++grp) {
+            const T* gg = g.get() + grp * kg * cols_ld;
+            /* grad_weight[grp*Kg + i][q] += sum_p g[grp*Kg + i][p] * cols[grp*depth + q][p] */
+            gemm<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
+                    {cols.get() + grp * depth * cols_ld, 1, cols_ld},
+                    grad_weight + grp * kg * depth, depth, n0 > 0, nullptr, false, threads);
+            /* dcols[grp*depth + q][p] <- sum_i weight[grp*Kg + i][q] * g[grp*Kg + i][p] */
+            gemm<T>(depth, cols_ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, cols_ld, 1},
+                    dcols.get() + grp * depth * cols_ld, cols_ld, false, nullptr, false,
+                    threads);
         }
-        fold_image(image, dcols.data(), grad_input + n * s.c * s.h * s.w, threads);
+        fold_images(part, dcols.get(), grad_input + n0 * s.c * plane, threads);
     }
     const int nt = threads_for(s.n * s.k * pixels, s.k, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
     for (i64 k = 0; k < s.k; ++k) {
         double sum = 0;  // in order, images then pixels
         for (i64 n = 0; n < s.n; ++n) {
-            const T* g = grad_out + (n * s.k + k) * pixels;
-            for (i64 p = 0; p < pixels; ++p) sum += g[p];
+            const T* gk = grad_out + (n * s.k + k) * pixels;
+            for (i64 p = 0; p < pixels; ++p) sum += gk[p];
         }
         grad_bias[k] = T(sum);
     }

@@ -80,15 +80,17 @@ void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads) {
 }
 
 template <typename T>
-void unfold_image(const ConvShape& s, const T* image, T* cols, int threads) {
-    const i64 rows = s.c * taps(s), pixels = s.oh * s.ow;
-    const int nt = threads_for(rows * pixels, rows, threads);
+void unfold_images(const ConvShape& s, const T* x, T* cols, int threads) {
+    const i64 rows = s.c * taps(s), pixels = s.oh * s.ow, ld = s.n * pixels;
+    const int nt = threads_for(rows * ld, rows * s.n, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 r = 0; r < rows; ++r) {
+    for (i64 unit = 0; unit < rows * s.n; ++unit) {
+        const i64 r = unit / s.n, j = unit % s.n;
         const i64 c = r / taps(s), kh = (r / s.kw) % s.kh, kw = r % s.kw;
         const i64 offset = kw * s.dw - s.pad_left;
         const Range cr = valid(s.ow, s.w, s.sw, offset);
-        T* dst = cols + r * pixels;
+        const T* image = x + j * s.c * s.h * s.w;
+        T* dst = cols + r * ld + j * pixels;
         for (i64 oh = 0; oh < s.oh; ++oh, dst += s.ow) {
             const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
             if (ih < 0 || ih >= s.h) {
@@ -104,22 +106,23 @@ void unfold_image(const ConvShape& s, const T* image, T* cols, int threads) {
 }
 
 template <typename T>
-void fold_image(const ConvShape& s, const T* cols, T* image, int threads) {
-    const i64 pixels = s.oh * s.ow;
-    const int nt = threads_for(s.c * taps(s) * pixels, s.c, threads);
+void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
+    const i64 pixels = s.oh * s.ow, ld = s.n * pixels;
+    const int nt = threads_for(s.c * taps(s) * ld, s.n * s.c, threads);
 #pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 c = 0; c < s.c; ++c) {
-        T* plane = image + c * s.h * s.w;
-        std::fill(plane, plane + s.h * s.w, T(0));
+    for (i64 plane = 0; plane < s.n * s.c; ++plane) {
+        const i64 j = plane / s.c, c = plane % s.c;
+        T* dst = x + plane * s.h * s.w;
+        std::fill(dst, dst + s.h * s.w, T(0));
         for (i64 kh = 0; kh < s.kh; ++kh) {
             for (i64 kw = 0; kw < s.kw; ++kw) {
                 const i64 offset = kw * s.dw - s.pad_left;
                 const Range cr = valid(s.ow, s.w, s.sw, offset);
-                const T* src = cols + ((c * s.kh + kh) * s.kw + kw) * pixels;
+                const T* src = cols + ((c * s.kh + kh) * s.kw + kw) * ld + j * pixels;
                 for (i64 oh = 0; oh < s.oh; ++oh, src += s.ow) {
                     const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
                     if (ih < 0 || ih >= s.h) continue;
-                    T* row = plane + ih * s.w + offset;
+                    T* row = dst + ih * s.w + offset;
                     for (i64 ow = cr.lo; ow < cr.hi; ++ow) row[ow * s.sw] += src[ow];
                 }
             }
@@ -130,8 +133,8 @@ void fold_image(const ConvShape& s, const T* cols, T* image, int threads) {
 #define FASTCONV_UNFOLD(T)                                                       \
     template void im2col_rows<T>(const ConvShape&, const T*, T*, int);           \
     template void col2im_rows<T>(const ConvShape&, const T*, T*, int);           \
-    template void unfold_image<T>(const ConvShape&, const T*, T*, int);          \
-    template void fold_image<T>(const ConvShape&, const T*, T*, int);
+    template void unfold_images<T>(const ConvShape&, const T*, T*, int);         \
+    template void fold_images<T>(const ConvShape&, const T*, T*, int);
 FASTCONV_UNFOLD(float)
 FASTCONV_UNFOLD(double)
 #undef FASTCONV_UNFOLD

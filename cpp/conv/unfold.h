@@ -16,12 +16,14 @@ void im2col_rows(const ConvShape& s, const T* x, T* out, int threads);
 template <typename T>
 void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads);
 
-/* cols[(c*KH + kh)*KW + kw][oh*OW + ow] <- image[c][ih][iw] or 0, one image */
+/* cols[(c*KH + kh)*KW + kw][j*OH*OW + oh*OW + ow] <- x[j][c][ih][iw] or 0, for the
+   s.n images of x side by side: one GEMM operand for a chunk of the batch */
 template <typename T>
-void unfold_image(const ConvShape& s, const T* image, T* cols, int threads);
+void unfold_images(const ConvShape& s, const T* x, T* cols, int threads);
 
-/* image[c][ih][iw] <- sum of cols[(c*KH + kh)*KW + kw][oh*OW + ow] (adjoint of unfold_image) */
+/* x[j][c][ih][iw] <- sum of cols[(c*KH + kh)*KW + kw][j*OH*OW + oh*OW + ow] over the
+   taps that read it (the adjoint of unfold_images) */
 template <typename T>
-void fold_image(const ConvShape& s, const T* cols, T* image, int threads);
+void fold_images(const ConvShape& s, const T* cols, T* x, int threads);
 
 }  // namespace fastconv

@@ -16,18 +16,29 @@ using i64 = std::int64_t;
 
 i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
 
+// The packers walk the operand along its contiguous direction: reading
+// across rows that lie a power of two apart would make them collide in the
+// same cache sets.
+
 /* ap[panel][p][r] <- a[i0 + panel*MR + r][p0 + p], zero past row m */
 template <typename T>
 void pack_a(const MatView<T>& a, i64 i0, i64 rows, i64 p0, i64 kc, int mr, T* ap) {
     for (i64 panel = 0; panel < ceil_div(rows, mr); ++panel, ap += kc * mr) {
+        const int rn = int(std::min<i64>(mr, rows - panel * mr));
+        const T* src = a.p + (i0 + panel * mr) * a.rs + p0 * a.cs;
+        if (a.rs == 1) {  // columns of a are contiguous
+            for (i64 p = 0; p < kc; ++p) {
+                for (int r = 0; r < rn; ++r) ap[p * mr + r] = src[p * a.cs + r];
+                for (int r = rn; r < mr; ++r) ap[p * mr + r] = T(0);
+            }
+            continue;
+        }
         for (int r = 0; r < mr; ++r) {
-            const i64 i = panel * mr + r;
-            if (i >= rows) {
+            if (r >= rn) {
                 for (i64 p = 0; p < kc; ++p) ap[p * mr + r] = T(0);
                 continue;
             }
-            const T* src = a.p + (i0 + i) * a.rs + p0 * a.cs;
-            for (i64 p = 0; p < kc; ++p) ap[p * mr + r] = src[p * a.cs];
+            for (i64 p = 0; p < kc; ++p) ap[p * mr + r] = src[r * a.rs + p * a.cs];
         }
     }
 }
@@ -37,13 +48,20 @@ template <typename T>
 void pack_b(const MatView<T>& b, i64 j0, i64 cols, i64 p0, i64 kc, int nr, T* bp) {
     for (i64 panel = 0; panel < ceil_div(cols, nr); ++panel, bp += kc * nr) {
         const i64 jn = std::min<i64>(nr, cols - panel * nr);
+        const T* src = b.p + p0 * b.rs + (j0 + panel * nr) * b.cs;
+        if (b.rs == 1 && b.cs != 1) {  // columns of b are contiguous
+            for (i64 j = 0; j < jn; ++j)
+                for (i64 p = 0; p < kc; ++p) bp[p * nr + j] = src[j * b.cs + p];
+            for (i64 p = 0; p < kc; ++p) std::fill(bp + p * nr + jn, bp + (p + 1) * nr, T(0));
+            continue;
+        }
         for (i64 p = 0; p < kc; ++p) {
-            const T* src = b.p + (p0 + p) * b.rs + (j0 + panel * nr) * b.cs;
+            const T* row = src + p * b.rs;
             T* dst = bp + p * nr;
             if (b.cs == 1) {
-                std::copy(src, src + jn, dst);
+                std::copy(row, row + jn, dst);
             } else {
-                for (i64 j = 0; j < jn; ++j) dst[j] = src[j * b.cs];
+                for (i64 j = 0; j < jn; ++j) dst[j] = row[j * b.cs];
             }
             std::fill(dst + jn, dst + nr, T(0));
         }
