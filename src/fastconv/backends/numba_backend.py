@@ -255,8 +255,10 @@ class NumbaBackend(Backend):
             x = _readonly(np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode)))
             top = bottom = left = right = 0
         n, c, h, w = x.shape
+        nt = _threads(spec.flops)
         blas = _blas_pin()
-        nt = _threads(spec.flops) if blas.single else 1
+        if not blas.single:
+            nt = 1  # BLAS runs its own threads: it owns the cores
         w2 = weight.reshape(spec.k, -1)
         rows = k.gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
         rows = k.backward_rows(rows, spec.kh, spec.dilation[0], spec.stride[0])
