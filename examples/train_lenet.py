@@ -220,10 +220,13 @@ def parse_args(argv):
     p.add_argument("--figure", default="lenet_digits.png",
                    help="where to save the filters and feature maps (default: %(default)s)")
     p.add_argument("--save", metavar="PATH.npz", help="save the trained model's parameters")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads for fastconv's kernels and NumPy's BLAS (default: each "
+                        "library's own; 1 is fastest for this tiny net on a busy machine)")
     p.add_argument("--quiet", action="store_true", help="print only the final result")
     args = p.parse_args(argv)
-    if args.epochs < 1 or args.batch_size < 1:
-        p.error("--epochs and --batch-size must be >= 1")
+    if args.epochs < 1 or args.batch_size < 1 or (args.threads is not None and args.threads < 1):
+        p.error("--epochs, --batch-size and --threads must be >= 1")
     return args
 
 
@@ -237,6 +240,20 @@ def _summary(results) -> str:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.threads is None:
+        return _main(args)
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    before = fc.get_num_threads()
+    fc.set_num_threads(args.threads)
+    try:
+        with threadpool_limits(args.threads, user_api="blas"):
+            return _main(args)
+    finally:
+        fc.set_num_threads(before)
+
+
+def _main(args) -> dict:
     data = load_data()
     options = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                    quiet=args.quiet)
