@@ -183,21 +183,23 @@ def save_figure(path, model, initial_filters, image, label) -> Path:
 
     conv1 = model[0]
     maps = conv1.forward(image[None])[0]
-    rows = [("conv1 filters at initialisation", initial_filters[:, 0], "gray_r"),
-            ("conv1 filters after training", conv1.weight[:, 0], "gray_r"),
-            ("feature maps of the image (conv1 + ReLU)", maps, "viridis")]
-    fig = Figure(figsize=(11, 6.5), layout="constrained")
-    left, right = fig.subfigures(1, 2, width_ratios=[1, 4])
-    ax = left.subplots()
+    panels = [("conv1 filters at initialisation", initial_filters[:, 0], "gray_r"),
+              ("conv1 filters after training", conv1.weight[:, 0], "gray_r"),
+              ("the image's feature maps (conv1 + ReLU)", maps, "viridis")]
+    fig = Figure(figsize=(13, 7), layout="constrained")
+    subs = fig.subfigures(2, 2).ravel()  # the image, then one panel per subfigure
+    ax = subs[0].subplots()
     ax.imshow(image[0], cmap="gray_r", interpolation="nearest")
     ax.set_title(f"test image (label {label})")
     ax.set_axis_off()
-    for sub, (title, planes, cmap) in zip(right.subfigures(len(rows), 1), rows):
+    for sub, (title, planes, cmap) in zip(subs[[2, 3, 1]], panels):
         sub.suptitle(title)
-        cols = -(-len(planes) // 2)
-        for ax, plane in zip(sub.subplots(2, cols).ravel(), planes):
-            ax.imshow(plane, cmap=cmap, interpolation="nearest")
+        cols = min(8, len(planes))
+        axes = sub.subplots(-(-len(planes) // cols), cols, squeeze=False).ravel()
+        for ax in axes:
             ax.set_axis_off()
+        for ax, plane in zip(axes, planes):
+            ax.imshow(plane, cmap=cmap, interpolation="nearest")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
