@@ -26,3 +26,12 @@ __all__ = [
     "get_num_threads", "im2col", "max_pool2d", "max_pool2d_backward", "set_num_threads",
     "use_backend",
 ]
+
+
+def __getattr__(name):
+    """fastconv.nn and fastconv.dask load on first use (neither imports Dask itself)."""
+    if name in ("nn", "dask"):
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
