@@ -11,6 +11,7 @@ from . import ops
 
 COLOURS = {"cpp": "#1f77b4", "numba": "#ff7f0e", "numpy": "#2ca02c", "textbook": "#8c8c8c",
            "torch": "#d62728", "torch_cl": "#f4a3a3"}
+FLOOR_DECADES = 3
 MISSING = "matplotlib is needed for --plot: pip install 'fastconv[plot]'"
 
 
@@ -70,6 +71,19 @@ def _panel(ax, op: str, mine, header: dict) -> None:
     layers = list(dict.fromkeys(c.layer for c in mine))
     names = [n for n in COLOURS if any(c.contender == n for c in mine)]
     names += [n for n in dict.fromkeys(c.contender for c in mine) if n not in names]
+    unit = ops.unit(op)
+    if ops.limit_kind(op) == "gemm":
+        limit = (limits.get("gemm") or {}).get(dtype)
+        label = f"{dtype} GEMM peak\n(NumPy matmul) {limit:.0f} {unit}" if limit else ""
+    else:
+        limit = limits.get("copy")
+        label = f"copy bandwidth\n{limit:.1f} {unit}" if limit else ""
+    # The axis spans FLOOR_DECADES below the limit; slower bars are cut, their value
+    # written at the bottom, so a tiny layer does not squash the rest.
+    rates = [c.rate for c in mine]
+    floor = max(min(rates) / 2, (limit or max(rates)) / 10**FLOOR_DECADES)
+    ax.set_yscale("log")
+    ax.set_ylim(floor, max(rates + [limit or 0]) * 5)
     bar = 0.8 / len(names)
     for j, name in enumerate(names):
         xs, ys = [], []
@@ -79,18 +93,14 @@ def _panel(ax, op: str, mine, header: dict) -> None:
                     xs.append(i - 0.4 + bar * (j + 0.5))
                     ys.append(c.rate)
         bars = ax.bar(xs, ys, bar, label=name, color=COLOURS.get(name), zorder=2)
-        ax.bar_label(bars, [f"{y:.3g}" for y in ys], fontsize=6, rotation=90, padding=2)
-    unit = ops.unit(op)
-    if ops.limit_kind(op) == "gemm":
-        limit = (limits.get("gemm") or {}).get(dtype)
-        label = f"{dtype} GEMM peak\n(NumPy matmul) {limit:.0f} {unit}" if limit else ""
-    else:
-        limit = limits.get("copy")
-        label = f"copy bandwidth\n{limit:.1f} {unit}" if limit else ""
+        ax.bar_label(bars, [f"{y:.3g}" if y >= floor else "" for y in ys], fontsize=6,
+                     rotation=90, padding=2)
+        for x, y in zip(xs, ys):
+            if y < floor:
+                ax.text(x, floor * 1.15, f"{y:.2g}", fontsize=6, rotation=90,
+                        ha="center", va="bottom", color=COLOURS.get(name, "black"))
     if limit:
         ax.axhline(limit, color="black", linestyle="--", linewidth=1, zorder=3, label=label)
-    ax.set_yscale("log")
-    ax.set_ylim(top=max([c.rate for c in mine] + [limit or 0]) * 5)
     ax.set_xticks(range(len(layers)), layers, rotation=20, ha="right")
     ax.set_ylabel(f"{unit} (log)")
     ax.set_title(op + (" (bytes read + written)" if unit == "GB/s" else ""), fontsize=10)
