@@ -173,7 +173,9 @@ def versions(torch=None) -> dict:
     try:
         from threadpoolctl import threadpool_info
 
-        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+        # NumPy's own BLAS: other libraries (SciPy, PyTorch) may load their own copies
+        blas = [i for i in threadpool_info() if i.get("user_api") == "blas"
+                and os.path.basename(os.path.dirname(i["filepath"])).startswith("numpy")]
         if blas:
             out["blas"] = f"{blas[0]['internal_api']} {blas[0]['version']} " \
                           f"({blas[0].get('architecture') or '?'} kernels)"
