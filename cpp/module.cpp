@@ -55,6 +55,15 @@ void register_info(py::module_& m) {
           "(at start the best the CPU supports, capped by FASTCONV_ISA).");
     m.def("best_isa_path", [] { return std::string(fastconv::best_isa_path()); },
           "The best SIMD path this CPU supports.");
+    m.def("compiled_isa_paths", [] {
+        py::list paths;
+        paths.append("generic");
+#if defined(FASTCONV_X86)
+        paths.append("avx2");
+        paths.append("avx512");  // runs the AVX2 kernels until AVX-512 ones exist
+#endif
+        return paths;
+    }, "The SIMD paths this build holds kernels for.");
     m.def("set_isa_path", &fastconv::set_isa_path, py::arg("isa"),
           "Switch the SIMD path; False if this CPU lacks it. For tests.");
 }

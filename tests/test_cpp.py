@@ -33,12 +33,13 @@ def isa(request):
 
 
 def test_paths_switch_and_the_cpu_refuses_what_it_lacks():
-    assert _cpp.isa_path() == _cpp.best_isa_path()
+    start = _cpp.isa_path()
     assert _cpp.set_isa_path("generic") and _cpp.isa_path() == "generic"
     for missing in ALL_PATHS[len(PATHS):] + ["sse9"]:
         assert not _cpp.set_isa_path(missing)
         assert _cpp.isa_path() == "generic"
-    assert _cpp.set_isa_path(_cpp.best_isa_path())
+    assert _cpp.set_isa_path(_cpp.best_isa_path()) and _cpp.isa_path() == _cpp.best_isa_path()
+    assert _cpp.set_isa_path(start)
 
 
 # (x shape, weight shape, stride, padding, dilation, groups): each C++ kernel

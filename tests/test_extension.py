@@ -1,11 +1,21 @@
 """The compiled module: present in a built install, and optional at import."""
 
+import os
 import subprocess
 import sys
 
 import pytest
 
 import fastconv as fc
+
+
+ORDER = ["generic", "avx2", "avx512"]
+
+
+def capped(best: str) -> str:
+    """The path a process starts on: the CPU's best, capped by FASTCONV_ISA."""
+    cap = os.environ.get("FASTCONV_ISA", "").strip()
+    return ORDER[min(ORDER.index(best), ORDER.index(cap))] if cap in ORDER else best
 
 
 def test_cpp_extension_reports_build_and_cpu():
@@ -20,9 +30,12 @@ def test_cpp_extension_reports_build_and_cpu():
     features = _cpp.cpu_features()
     assert set(features) == {"avx2", "fma", "avx512f"}
     assert all(isinstance(v, bool) for v in features.values())
-    expected = ("avx512" if features["avx512f"] and features["avx2"] and features["fma"]
-                else "avx2" if features["avx2"] and features["fma"] else "generic")
-    assert _cpp.isa_path() == expected
+    best = ("avx512" if features["avx512f"] and features["avx2"] and features["fma"]
+            else "avx2" if features["avx2"] and features["fma"] else "generic")
+    assert _cpp.best_isa_path() == best
+    assert _cpp.isa_path() == capped(best)
+    assert set(_cpp.compiled_isa_paths()) <= {"generic", "avx2", "avx512"}
+    assert "generic" in _cpp.compiled_isa_paths()
 
 
 def _run(code, **env):
@@ -37,7 +50,7 @@ def test_fastconv_isa_caps_the_path(cap):
     from fastconv import _cpp
 
     order = ["generic", "avx2", "avx512"]
-    best = _cpp.isa_path()
+    best = _cpp.best_isa_path()
     r = _run("from fastconv import _cpp; print(_cpp.isa_path())", FASTCONV_ISA=cap)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == order[min(order.index(cap), order.index(best))]
