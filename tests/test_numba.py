@@ -123,6 +123,24 @@ def test_without_scipy_blas_conv_is_declined_and_auto_moves_on():
     assert backend.supports("max_pool2d", spec) == ""
 
 
+# ---------------------------------------------------------------- kernels
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_padding_wider_than_the_output_row(n):
+    # A tap can lie left of the input for every output column (here 2 columns
+    # of padding for a 1-wide output): its zeros must stay in its own row of
+    # the unfolded block (a regression: they spilled into the next one).
+    x, w = _data((n, 2, 2, 1)), _data((1, 2, 1, 3), 1)
+    kw = dict(padding=((0, 0), (2, 2)), dilation=(1, 2))
+    np.testing.assert_allclose(fc.conv2d(x, w, backend="numba", **kw),
+                               fc.conv2d(x, w, backend="numpy", **kw), rtol=1e-5, atol=1e-6)
+    g = _data((n, 1, 2, 1), 2)
+    for got, ref in zip(fc.conv2d_backward(g, x, w, backend="numba", **kw),
+                        fc.conv2d_backward(g, x, w, backend="numpy", **kw)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------ cache
 
 

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 _u = numba.uintp
 
@@ -34,11 +36,30 @@ def _jit(parallel=False, inline=False):
 
 @_jit()
 def _span(count, off, stride, size):
-    """[lo, hi): the o in [0, count) with 0 <= o*stride + off < size."""
-    lo = 0 if off >= 0 else (stride - 1 - off) // stride
+    """[lo, hi): the o in [0, count) with 0 <= o*stride + off < size (lo <= count)."""
+    lo = 0 if off >= 0 else min(count, (stride - 1 - off) // stride)
     last = size - 1 - off
     hi = 0 if last < 0 else min(count, last // stride + 1)
     return lo, max(lo, hi)
+
+
+@intrinsic
+def _claim(typingctx, counter):
+    """The next task: atomically counter[0] += 1, returning the old value.
+
+    Kernels hand out tasks this way inside `for t in prange(nt)`, so a thread
+    slowed down (by other processes on the machine) takes fewer of them;
+    prange alone gives each thread a fixed share."""
+    sig = types.int64(counter)
+
+    def codegen(context, builder, sig, args):
+        aryty = sig.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary,
+                                       [context.get_constant(types.intp, 0)])
+        return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "monotonic")
+
+    return sig, codegen
 
 
 # ------------------------------------------------- flat loops (d at db, s at sb)
@@ -162,11 +183,11 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
                 groups, rows, nt):
     """out <- act(conv(x, w) + bias) as GEMMs on unfolded blocks of `rows` output rows.
 
-    w2 is the weight as (K, C/groups*KH*KW). Each of the `nt` threads takes
-    blocks t, t + nt, ...: gathers the block's columns, multiplies per group
-    with np.dot (the caller keeps BLAS single-threaded), and writes the block
-    with bias and relu. A block holding exactly one image is multiplied into
-    `out` directly, and a 1x1 unit-stride unpadded one needs no gather.
+    w2 is the weight as (K, C/groups*KH*KW). Each of the `nt` threads claims
+    blocks in turn: gathers the block's columns, multiplies per group with
+    np.dot (the caller keeps BLAS single-threaded), and writes the block with
+    bias and relu. A block holding exactly one image is multiplied into `out`
+    directly, and a 1x1 unit-stride unpadded one needs no gather.
     """
     n_, k_, oh_, ow_ = out.shape
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
@@ -178,10 +199,14 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
     whole = rows == oh_
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
-    for t in prange(nt):
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
         colsbuf = np.empty(ckk * rows * ow_, x.dtype)
         ybuf = np.empty(k_ * rows * ow_, x.dtype)
-        for b in range(t, nblocks, nt):
+        while True:
+            b = _claim(counter)
+            if b >= nblocks:
+                break
             r0 = b * rows
             r1 = min(total, r0 + rows)
             p = (r1 - r0) * ow_
@@ -219,13 +244,14 @@ def gemm_rows(n, oh, ow, ckk, nt):
 
 
 @_jit(parallel=True)
-def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw):
+def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, nt):
     """out <- act(conv(x, w) + bias) for groups == C: output channel k reads
     input channel k // (K / C) only.
 
-    One (image, channel) plane per task, copied into a zero-padded buffer so
-    taps need no bounds. With unit stride each tap is one multiply-add over
-    all output rows at once, laid out at the padded row pitch.
+    One (image, channel) plane per task, claimed by `nt` threads, copied into
+    a zero-padded buffer so taps need no bounds. With unit stride each tap is
+    one multiply-add over all output rows at once, laid out at the padded
+    row pitch.
     """
     n_, k_, oh_, ow_ = out.shape
     c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
@@ -239,30 +265,45 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw)
     span = (oh_ - 1) * wp + ow_ if unit else ow_
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
-    for task in prange(n_ * c_):
-        xp = np.zeros(hp * wp, x.dtype)
-        for ih in range(rows):
-            _copy(xp, (ih + top) * wp + left, xf, (task * h + ih) * wd, cols, 1)
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        xp = np.empty(hp * wp, x.dtype)
         acc = np.empty(span, x.dtype)
-        for k in range(task % c_ * m, (task % c_ + 1) * m):
-            b = bias[k] if has_bias else bias[0]
-            ob = (task // c_ * k_ + k) * oh_ * ow_
-            if unit:
+        while True:
+            task = _claim(counter)
+            if task >= n_ * c_:
+                break
+            _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd, k_,
+                             oh_, ow_, m, hp, wp, rows, cols, span, sh, sw, top, left, dh, dw)
+
+
+@_jit()
+def _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd, k_, oh_,
+                     ow_, m, hp, wp, rows, cols, span, sh, sw, top, left, dh, dw):
+    """conv2d_depthwise for the plane task = n*C + c, with buffers xp and acc."""
+    kh, kw = w.shape[2], w.shape[3]
+    unit = sh == 1 and sw == 1
+    xp[:] = 0
+    for ih in range(rows):
+        _copy(xp, (ih + top) * wp + left, xf, (task * h + ih) * wd, cols, 1)
+    for k in range(task % c_ * m, (task % c_ + 1) * m):
+        b = bias[k] if has_bias else bias[0]
+        ob = (task // c_ * k_ + k) * oh_ * ow_
+        if unit:
+            acc[:] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    _axpy(acc, 0, xp, i * dh * wp + j * dw, span, w[k, 0, i, j], 1)
+            for oh in range(oh_):
+                _bias_relu(outf, ob + oh * ow_, acc, oh * wp, ow_, b, has_bias, relu)
+        else:
+            for oh in range(oh_):
                 acc[:] = 0
                 for i in range(kh):
                     for j in range(kw):
-                        _axpy(acc, 0, xp, i * dh * wp + j * dw, span, w[k, 0, i, j], 1)
-                for oh in range(oh_):
-                    _bias_relu(outf, ob + oh * ow_, acc, oh * wp, ow_, b, has_bias, relu)
-            else:
-                for oh in range(oh_):
-                    acc[:] = 0
-                    for i in range(kh):
-                        for j in range(kw):
-                            _axpy(acc, 0, xp, (oh * sh + i * dh) * wp + j * dw, ow_,
-                                  w[k, 0, i, j], sw)
-                    _bias_relu(outf, ob + oh * ow_, acc, 0, ow_, b, has_bias, relu)
-
+                        _axpy(acc, 0, xp, (oh * sh + i * dh) * wp + j * dw, ow_,
+                              w[k, 0, i, j], sw)
+                _bias_relu(outf, ob + oh * ow_, acc, 0, ow_, b, has_bias, relu)
 
 
 @_jit(parallel=True)
@@ -507,7 +548,7 @@ def _max_tap_index(d, ind, db, s, sb, n, sw, first):
 def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     """out <- window maxima, idx (if want_idx) <- their flat positions ih*W + iw.
 
-    Output rows (n, c, oh) split into `nt` contiguous chunks, one per thread.
+    Output rows (n, c, oh) in chunks claimed by `nt` threads.
     With indices the taps run in row-major window order, each over the whole
     output row. Without, the window's rows are reduced first (contiguous),
     then its columns. Either way NaN wins (at its first position) and ties
@@ -519,40 +560,55 @@ def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
     idxf = idx.reshape(idx.size)
-    for t in prange(nt):
+    chunk = max(1, total // (16 * nt))
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
         vm = np.empty(w, x.dtype)
-        for task in range(t * total // nt, (t + 1) * total // nt):
-            plane = task // oh_
-            db = task * ow_
-            if want_idx:
-                _fill(idxf, db, ow_, -1)
-            rows = first = 0
-            for i in range(kh):
-                ih = task % oh_ * sh - ph + i * dh
-                if ih < 0 or ih >= h:
-                    continue
-                sb = (plane * h + ih) * w
-                if want_idx:
-                    for j in range(kw):
-                        off = j * dw - pw
-                        lo, hi = _span(ow_, off, sw, w)
-                        _max_tap_index(outf, idxf, db + lo, xf, sb + lo * sw + off, hi - lo, sw,
-                                       ih * w + lo * sw + off)
-                elif rows == 0:
-                    first = sb
-                elif rows == 1:
-                    for iw in range(w):
-                        vm[_u(iw)] = _max2(xf[_u(first + iw)], xf[_u(sb + iw)])
-                else:
-                    for iw in range(w):
-                        vm[_u(iw)] = _max2(vm[_u(iw)], xf[_u(sb + iw)])
-                rows += 1
-            if want_idx:
+        while True:
+            first_task = _claim(counter) * chunk
+            if first_task >= total:
+                break
+            _max_pool_rows(xf, outf, idxf, want_idx, vm, first_task,
+                           min(total, first_task + chunk), h, w, oh_, ow_, kh, kw, sh, sw,
+                           ph, pw, dh, dw)
+
+
+@_jit()
+def _max_pool_rows(xf, outf, idxf, want_idx, vm, t0, t1, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw,
+                   dh, dw):
+    """max_pool2d for output rows [t0, t1), with the row buffer vm."""
+    for task in range(t0, t1):
+        plane = task // oh_
+        db = task * ow_
+        if want_idx:
+            _fill(idxf, db, ow_, -1)
+        rows = first = 0
+        for i in range(kh):
+            ih = task % oh_ * sh - ph + i * dh
+            if ih < 0 or ih >= h:
                 continue
-            if rows == 1:
-                _row_max(xf, first, w, outf, db, ow_, sw, kw, dw, pw)
+            sb = (plane * h + ih) * w
+            if want_idx:
+                for j in range(kw):
+                    off = j * dw - pw
+                    lo, hi = _span(ow_, off, sw, w)
+                    _max_tap_index(outf, idxf, db + lo, xf, sb + lo * sw + off, hi - lo, sw,
+                                   ih * w + lo * sw + off)
+            elif rows == 0:
+                first = sb
+            elif rows == 1:
+                for iw in range(w):
+                    vm[_u(iw)] = _max2(xf[_u(first + iw)], xf[_u(sb + iw)])
             else:
-                _row_max(vm, 0, w, outf, db, ow_, sw, kw, dw, pw)
+                for iw in range(w):
+                    vm[_u(iw)] = _max2(vm[_u(iw)], xf[_u(sb + iw)])
+            rows += 1
+        if want_idx:
+            continue
+        if rows == 1:
+            _row_max(xf, first, w, outf, db, ow_, sw, kw, dw, pw)
+        else:
+            _row_max(vm, 0, w, outf, db, ow_, sw, kw, dw, pw)
 
 
 @_jit(inline=True)
@@ -606,7 +662,6 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
         for o in range(ow_):
             d = divisor if divisor > 0 else rows * _avg_count(o, sw, pw, kw, w, include_pad)
             outf[_u(db + o)] = outf[_u(db + o)] / np.float64(d)
-
 
 
 @_jit(parallel=True)

@@ -234,7 +234,7 @@ class NumbaBackend(Backend):
         args = (self._bias(bias, spec.dtype), bias is not None, spec.activation == "relu", out)
         (sh, sw), (dh, dw) = spec.stride, spec.dilation
         if spec.c == spec.groups:
-            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw)
+            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw, nt)
             return
         w2 = weight.reshape(spec.k, -1)
         blas = _blas_pin()
