@@ -60,11 +60,13 @@ class CppBackend(Backend):
             return x, (top, left)
         return np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode)), (0, 0)
 
-    def conv2d(self, spec, x, weight, bias, out) -> None:
+    def conv2d(self, spec, x, weight, bias, out, kernel=None) -> None:
+        """kernel: None for conv2d_kernel(spec)'s choice, else "direct", "gemm" or
+        "1x1" (where it applies), as the dispatcher's rules or autotuning pick."""
         x, top_left = self._zero_padded(spec, x)
         self._module.conv2d(x, weight, bias, out, spec.stride, top_left, spec.dilation,
                             spec.groups, spec.activation == "relu", get_num_threads(),
-                            self.conv2d_kernel(spec))
+                            kernel or self.conv2d_kernel(spec))
 
     def conv2d_backward(self, spec, grad_out, x, weight):
         xp, top_left = self._zero_padded(spec, x)
