@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
+from fastconv import _dispatch
 
 X = np.arange(16.0).reshape(1, 1, 4, 4)
 W = np.ones((1, 1, 3, 3))
@@ -158,3 +159,137 @@ def test_backends_get_a_frozen_spec_and_readonly_contiguous_arrays(monkeypatch):
     x = np.asfortranarray(np.ones((2, 3, 5, 5), np.int16))[:, :, ::-1]  # int16 -> float32
     fc.conv2d(x, np.ones((4, 3, 3, 3), np.float32), np.ones(4, np.uint8), backend="numpy")
     assert seen["spec"].dtype == np.float32 and seen["spec"].out_shape == (2, 4, 3, 3)
+
+
+# ------------------------------------------------------------ auto's rules
+
+
+def _first_available(order):
+    return next(n for n in order if fc.backends()[n].available)
+
+
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, kwargs, rule)
+    ((1, 1, 8, 8), (1, 1, 3, 3), {}, "tiny"),
+    ((2, 32, 28, 28), (32, 1, 3, 3), {"groups": 32, "padding": 1}, "depthwise, stride 1"),
+    ((2, 16, 20, 20), (32, 1, 3, 3), {"groups": 16}, "depthwise, stride 1"),
+    ((2, 32, 28, 28), (32, 1, 3, 3), {"groups": 32, "stride": 2}, "depthwise, strided"),
+    ((2, 128, 7, 7), (16, 128, 3, 3), {"padding": 1}, "deep, few columns"),
+    ((8, 128, 7, 7), (16, 128, 3, 3), {"padding": 1}, "gemm"),  # 392 columns
+    ((2, 16, 20, 20), (2, 16, 3, 3), {"padding": 1}, "gemm"),  # few filters: cpp's direct
+    ((2, 32, 20, 20), (64, 32, 1, 1), {}, "gemm"),  # cpp's 1x1 kernel
+    ((2, 32, 20, 20), (64, 32, 3, 3), {"padding": 1}, "gemm"),
+])
+def test_auto_follows_the_measured_rules(case):
+    from fastconv import _rules
+    from fastconv.backends.cpp_backend import CppBackend
+
+    xs, ws, kwargs, name = case
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    plan = fc.explain("conv2d", x, w, **kwargs)
+    rule = _rules.auto("conv2d", plan.spec)
+    assert rule.name == name and f"rule {name!r}" in str(plan)
+    assert plan.backend == _first_available(rule.order)
+    if plan.backend == "cpp":
+        assert plan.kernel == (rule.kernel or CppBackend.conv2d_kernel(plan.spec))
+    # what explain names is what runs, and it is right
+    want = fc.conv2d(x, w, backend="numpy", **kwargs)
+    np.testing.assert_allclose(fc.conv2d(x, w, **kwargs), want, rtol=1e-10, atol=1e-10)
+
+
+def test_every_op_has_a_rule_and_a_result_like_numpy():
+    from fastconv import _rules
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 4, 12, 12))
+    for op, args in [("conv2d_backward", (np.ones((2, 6, 10, 10)), x, np.ones((6, 4, 3, 3)))),
+                     ("im2col", (x, 3)), ("col2im", (np.ones((200, 36)), x.shape, 3)),
+                     ("max_pool2d", (x, 2)), ("avg_pool2d", (x, 3, 2, 1)),
+                     ("max_pool2d_backward", (np.ones((2, 4, 6, 6)), x, 2)),
+                     ("avg_pool2d_backward", (np.ones((2, 4, 6, 6)), x.shape, 2))]:
+        plan = fc.explain(op, *args)
+        rule = _rules.auto(op, plan.spec)
+        assert plan.backend == _first_available(rule.order), op
+        got = getattr(fc, op)(*args)
+        want = getattr(fc, op)(*args, backend="numpy")
+        for g, w in zip(got if isinstance(got, tuple) else (got,),
+                        want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_allclose(g, w, rtol=1e-10, atol=1e-10)
+
+
+def test_rules_fall_through_to_an_available_backend(monkeypatch):
+    from fastconv import _rules
+
+    numba_impl = _dispatch._REGISTRY["numba"]
+    monkeypatch.setattr(numba_impl, "available", lambda: (False, "pretend it is missing"))
+    x = np.ones((2, 8, 16, 16), np.float32)
+    plan = fc.explain("conv2d", x, np.ones((8, 1, 3, 3), np.float32), groups=8, padding=1)
+    rule = _rules.auto("conv2d", plan.spec)
+    assert plan.backend == _first_available([n for n in rule.order if n != "numba"])
+    if rule.order[0] == "numba":
+        assert ("numba", "pretend it is missing") in plan.rejected
+
+
+@pytest.mark.parametrize("kernel", ["direct", "gemm", "1x1"])
+def test_cpp_kernel_override(kernel):
+    if not fc.backends()["cpp"].available:
+        pytest.skip("no cpp extension")
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8, 9, 9))
+    w = rng.standard_normal((6, 8, 1, 1))
+    b = rng.standard_normal(6)
+    out = np.empty((2, 6, 9, 9))
+    pinned = _dispatch._with_kernel(_dispatch._REGISTRY["cpp"], kernel)
+    assert pinned.name == "cpp" and pinned is _dispatch._with_kernel(pinned.impl, kernel)
+    from fastconv import _params
+
+    spec, x4, w4, b4 = _params.conv2d(x, w, b, 1, 0, 1, 1, "zeros", "relu")
+    pinned.conv2d(spec, x4, w4, b4, out)
+    np.testing.assert_allclose(out, fc.conv2d(x, w, b, activation="relu", backend="numpy"),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_explain_shows_cost_memory_copies_and_rejections():
+    x = np.asfortranarray(np.ones((4, 16, 20, 20), np.float64))  # a layout copy
+    w = np.ones((32, 16, 3, 3), np.int16)  # a dtype copy (-> float64)
+    plan = fc.explain("conv2d", x, w, padding="same", padding_mode="reflect")
+    text = str(plan)
+    assert plan.spec.pads == (1, 1, 1, 1) and plan.out_shape == (4, 32, 20, 20)
+    assert plan.flops == 2 * 4 * 32 * 16 * 9 * 20 * 20
+    assert f"{plan.flops / 1e9:.4g} GFLOP" in text
+    assert "reflect pad copy" in text and plan.workspace_bytes > 4 * 16 * 22 * 22 * 8 - 1
+    assert "x: copied (layout: not C-contiguous" in text
+    assert "weight: copied (dtype int16 -> float64" in text
+    assert f"threads: up to {fc.get_num_threads()}" in text
+    assert "autotune: off" in text and plan.threads == fc.get_num_threads()
+    for name, why in plan.rejected:
+        assert name in text and why in text
+    if plan.backend == "cpp":
+        assert plan.kernel in ("gemm", "direct", "1x1") and f"kernel {plan.kernel!r}" in text
+        assert "packed weights" in text  # the GEMM's packed A
+    numpy_plan = fc.explain("conv2d", x, w, padding=1, backend="numpy")
+    assert numpy_plan.kernel is None and "unfolded batch" in str(numpy_plan)
+    assert dict(numpy_plan.workspace)["unfolded batch"] == 4 * 16 * 9 * 20 * 20 * 8
+
+
+def test_explain_predicts_the_cpp_gemm_blocking():
+    if not fc.backends()["cpp"].available:
+        pytest.skip("no cpp extension")
+    from fastconv import _rules
+
+    x, w = np.ones((8, 64, 56, 56), np.float32), np.ones((64, 64, 3, 3), np.float32)
+    plan = fc.explain("conv2d", x, w, padding=1, backend="cpp")
+    mr, nr = _rules._micro_tile(np.float32)
+    ws = dict(plan.workspace)
+    # packed weights: K rounded up to MR rows, C*KH*KW deep
+    assert ws["packed weights"] == -(-64 // mr) * mr * 64 * 9 * 4
+    # per thread: a B block of KC = 256 rows and the columns of one work unit
+    # (NC = 1024 / 4 = 256 columns at most, fewer to give every thread a unit)
+    # plus an MR x NR tile
+    t, cols = plan.threads, 8 * 56 * 56
+    units = -(-max(-(-cols // 256), t) // t) * t
+    block_cols = -(-(-(-cols // units)) // nr) * nr
+    (blocks, size), = [(k, v) for k, v in ws.items() if k.startswith("B blocks")]
+    assert f"KC 256 x {block_cols} columns" in blocks
+    assert size == t * (256 * block_cols + mr * nr) * 4

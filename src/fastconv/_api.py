@@ -8,12 +8,13 @@ runs the call, and `explain` uses the same function to plan without running.
 from __future__ import annotations
 
 import functools
+import inspect
 from dataclasses import dataclass
 from typing import Callable, NamedTuple
 
 import numpy as np
 
-from . import _dispatch, _params
+from . import _dispatch, _params, _threads
 
 _OPS: dict[str, Callable] = {}
 
@@ -33,21 +34,57 @@ def _op(prepare):
     @functools.wraps(prepare)
     def run(*args, **kwargs):
         call = prepare(*args, **kwargs)
-        impl, _ = _dispatch.select(call.op, call.spec, call.backend)
-        return call.execute(impl)
+        share = _threads.acquire()
+        try:
+            return _dispatch.run(call.op, call.spec, call.backend, call.execute)
+        finally:
+            _threads.release(share)
 
     _OPS[prepare.__name__] = prepare
     return run
 
 
+# The array arguments of each op, whose conversion explain() reports.
+_ARRAYS = {"conv2d": ("x", "weight", "bias"), "conv2d_backward": ("grad_out", "x", "weight"),
+           "max_pool2d": ("x",), "avg_pool2d": ("x",), "max_pool2d_backward": ("grad_out", "x"),
+           "avg_pool2d_backward": ("grad_out",), "im2col": ("x",), "col2im": ("cols",)}
+
+
+def _copies(op: str, spec, args, kwargs) -> list[str]:
+    """What happens to each array argument: used in place, or copied and why."""
+    bound = inspect.signature(_OPS[op]).bind(*args, **kwargs).arguments
+    notes = []
+    for name in _ARRAYS[op]:
+        value = bound.get(name)
+        if value is None:
+            continue
+        a = value if isinstance(value, np.ndarray) else np.asarray(value)
+        why = []
+        if not isinstance(value, np.ndarray):
+            why.append(f"converted from {type(value).__name__}")
+        if a.dtype != spec.dtype:
+            why.append(f"dtype {a.dtype} -> {spec.dtype}")
+        if not a.flags.c_contiguous:
+            why.append("layout: not C-contiguous")
+        size = _dispatch._bytes(a.size * spec.dtype.itemsize)
+        notes.append(f"{name}: copied ({', '.join(why)}; {size})" if why
+                     else f"{name}: used in place (C-contiguous {a.dtype})")
+    return notes
+
+
 def explain(op: str, *args, **kwargs) -> _dispatch.Plan:
-    """The plan `op(*args, **kwargs)` would run: `.backend` and why, as str()."""
+    """The plan `op(*args, **kwargs)` would run, without running it: `.backend`
+    and `.kernel`, the reason and the rejected paths, the resolved call, FLOPs,
+    predicted workspace, input copies and tuned times; str() shows it all."""
     if op not in _OPS:
         raise ValueError(f"explain: op must be one of {tuple(_OPS)}, got {op!r}")
     call = _OPS[op](*args, **kwargs)
-    impl, rejected = _dispatch.select(call.op, call.spec, call.backend)
-    return _dispatch.Plan(op, impl.name, _dispatch.requested(call.backend), call.spec,
-                          call.out_shape, rejected)
+    share = _threads.acquire()
+    try:
+        return _dispatch.plan(call.op, call.spec, call.backend, call.out_shape,
+                              _copies(op, call.spec, args, kwargs))
+    finally:
+        _threads.release(share)
 
 
 def _result(out, shape, dtype):

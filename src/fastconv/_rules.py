@@ -1,0 +1,393 @@
+"""auto's rules: which backend (and cpp kernel) runs a call, by op and problem
+size, and what each path needs in memory (for explain()).
+
+The rules are a short decision list per op, cheap enough for the smallest call
+(a few attribute reads and comparisons on the spec, under half a microsecond).
+Each rule orders the backends; the dispatcher runs the first one that is
+available and implements the call, so a missing backend (no Numba, no
+extension) falls through to the next. cpp picks its own conv2d kernel
+(CppBackend.conv2d_kernel: direct below 4 filters per group, 1x1, else the
+GEMM). Autotuning (fastconv.autotune) replaces the rules by measurements of
+the call itself where it is on.
+
+The measurements behind them: `python -m fastconv bench`'s layer table and
+sweeps around each boundary, on the development machine (2-core AMD EPYC,
+AVX2 path, OpenBLAS 0.3.30, Numba 0.68, float32 unless noted), shared with
+other jobs: each figure is the best of 5-9 interleaved rounds, then the best
+of 3-4 such runs at different times; a single run's ratios moved by 20-30%,
+so a rule needs a consistent margin. One thread: on a loaded 2-core machine
+two-thread timings mostly measure OpenMP threads waiting for a core (cpp's
+lenet_c2 took 9 ms on 2 threads against 0.9 ms on one, and 0.9 ms with
+OMP_WAIT_POLICY=passive); where two-thread runs agreed they are quoted (2t).
+
+    conv2d (time per call)               cpp     numba   numpy   rule
+    tiny 1x1x8x8, 1 filter 3x3           24 us   39 us   51 us   tiny: cpp
+    depthwise n1 c64 14x14 s1           63 us   52 us  132 us   depthwise s1: numba
+    depthwise n8 c128 56x56 s1 (table)  8.7 ms  7.5 ms  52 ms
+    depthwise n8 c256 28x28 5x5 s1      11 ms   4.9 ms  49 ms
+    depthwise n8 c512 7x7 s1            2.3 ms  0.66 ms 3.4 ms
+    depthwise n8 c64 56x56 x2 filters   6.7 ms  4.2 ms  22 ms
+    depthwise n8 c128 56x56 s2          2.8 ms  4.0 ms  10 ms   depthwise strided: cpp
+    deep n1 c512 7x7 k512 3x3           7.6 ms  4.7 ms  4.1 ms  deep, few columns: numpy
+      (2t)                              24 ms   19 ms   12 ms
+    deep n1 c256 14x14 k256 3x3         4.3 ms  4.4 ms  3.6 ms
+    resnet_3x3_7 n8 (392 columns)       31 ms   47 ms   37 ms   gemm: cpp
+    resnet_3x3_28                       26 ms   34 ms   27 ms
+    resnet_stem                         50 ms   97 ms   76 ms
+    lenet_c1 / lenet_c2                 0.62 / 1.9 ms   1.1 / 5.6   0.92 / 3.2
+    pointwise_1x1 (cpp 1x1 kernel)      26 ms   36 ms   21 ms   (close: autotune)
+    cpp's direct kernel, 64+ filters per group: 8-140x its GEMM (never a candidate)
+
+    conv2d_backward                      cpp     numba   numpy
+    tiny                                80 us  127 us  183 us   tiny: cpp
+    depthwise_3x3                        128 ms   61 ms  150 ms  depthwise: numba
+      (2t)                               523 ms  178 ms  298 ms
+    pointwise_1x1                        67 ms   74 ms   47 ms  1x1: numpy
+    resnet_3x3_7 / _14 (depth 4608, 2304)  78 / 79 ms  116 / 110  157 / 82   deep: cpp
+    resnet_3x3_28 (depth 1152)           122 ms  144 ms  126 ms  (close: numba by rule)
+    resnet_stem / alexnet_c1             141 / 85 ms  97 / 74  122 / 92   gradients: numba
+    resnet_3x3_56 / batch1_3x3_56        133 / 12 ms  112 / 11  121 / 12
+    lenet_c1 / lenet_c2                  3.3 / 2.6 ms  2.9 / 3.5  3.6 / 4.6
+
+    others                               cpp     numba   numpy
+    im2col, 3x3 layers                   1.0    1.0-1.8x 1.8-3.7x slower   unfold: cpp
+    im2col pointwise_1x1                 5.1 ms  6.1 ms  2.1 ms  1x1 unfold: numpy
+    col2im, the table                    1.0    0.75-1.4x 1.4-4.7x          unfold: cpp
+    max_pool2d, no indices               6.2 / 1.3 / 0.24 ms  6.4 / 0.79 / 0.25  pooling: cpp
+    max_pool2d with indices              23 / 1.2 / 0.64 ms   60 / 3.0 / 4.0
+    avg_pool2d                           5.9 / 1.6 / 0.45 ms  7.1 / 1.6 / 0.62
+    max_pool2d_backward                  31 / 3.3 / 1.1 ms    49 / 5.0 / 1.6
+    avg_pool2d_backward                  47 / 9.4 / 1.0 ms    26 / 5.0 / 0.35  numba
+      (pool_112_k3s2 / pool_56_k2s2 / pool_lenet; numpy 2-40x slower)
+
+Numba's first call in a process imports Numba (~1 s) and, on a cold kernel
+cache, compiles (seconds); the rules count steady-state time only.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .backends.cpp_backend import CppBackend
+
+
+class Rule(NamedTuple):
+    name: str
+    order: tuple[str, ...]  # backends, best first
+    kernel: str | None  # cpp's conv2d kernel when cpp runs; None: cpp's own choice
+    why: str
+
+
+CPP = ("cpp", "numba", "numpy")
+NUMBA = ("numba", "cpp", "numpy")
+NUMPY = ("numpy", "cpp", "numba")
+SMALL = ("cpp", "numpy", "numba")  # numba's call costs the most (~15 us more than cpp's)
+
+# At most this many multiply-adds (pooling: taps) is a tiny call, where the
+# fixed cost per call decides: cpp's is the least.
+TINY_WORK = 1 << 16
+# "Deep, few columns": a GEMM at least this deep (C/groups*KH*KW) ...
+DEEP = 1024
+# ... with at most this many columns (N*OH*OW): the weights dominate.
+FEW_COLUMNS = 256
+# Gradients at least this deep run best on cpp, shallower ones on Numba.
+DEEP_GRADIENTS = 2048
+
+_TINY = Rule("tiny", SMALL, None, f"at most {TINY_WORK} multiply-adds (taps when pooling): "
+             "the least overhead per call decides (cpp's)")
+_DEPTHWISE_S1 = Rule("depthwise, stride 1", NUMBA, None,
+                     "Numba's depthwise kernel (a multiply-add per tap over a whole padded "
+                     "plane) beats cpp's direct kernel 1.2-3.4x")
+_DEPTHWISE = Rule("depthwise, strided", CPP, None,
+                  "cpp's direct kernel (1.5x Numba's depthwise kernel at stride 2)")
+_DEEP = Rule("deep, few columns", NUMPY, None,
+             f"a GEMM at least {DEEP} deep with at most {FEW_COLUMNS} columns (N*OH*OW): "
+             "OpenBLAS through NumPy handles the large weight matrix best (1.2-1.9x cpp)")
+_GEMM = Rule("gemm", CPP, None, "cpp's packed GEMM (implicit im2col; 1x1 and few-filter "
+             "layers by cpp's own kernel choice), 1.2-1.9x Numba, 1.0-1.6x NumPy")
+
+_BWD_POINTWISE = Rule("1x1 gradients", NUMPY, None,
+                      "1x1, stride 1, no padding: NumPy's batched matmuls need no unfolding "
+                      "(1.4x cpp)")
+_BWD_DEPTHWISE = Rule("depthwise gradients", NUMBA, None, "Numba's gradients (2.1x cpp)")
+_BWD_DEEP = Rule("deep gradients", CPP, None,
+                 f"at least {DEEP_GRADIENTS} deep: cpp's GEMMs over chunks of images "
+                 "(1.4-1.5x Numba)")
+_BWD = Rule("gradients", NUMBA, None, "shallower: Numba's GEMM gradients in two waves "
+            "(1.15-1.5x cpp)")
+
+_IM2COL_POINTWISE = Rule("1x1 unfold", NUMPY, None,
+                         "a 1x1 unit-stride unfold is a transpose: NumPy's copy (2.4x cpp)")
+_UNFOLD = Rule("unfold", CPP, None, "cpp's unfolding kernels")
+_POOL = Rule("pooling", CPP, None, "cpp's vector kernels")
+_AVG_BWD = Rule("average pooling gradient", NUMBA, None,
+                "Numba's per-plane scatter (1.8-2.9x cpp)")
+
+
+def _pointwise(s) -> bool:
+    return (s.kh, s.kw, s.stride, s.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
+
+
+def _conv2d(s) -> Rule:
+    cg = s.c // s.groups
+    if s.n * s.k * cg * s.kh * s.kw * s.oh * s.ow <= TINY_WORK:
+        return _TINY
+    if s.groups == s.c and s.groups > 1:
+        return _DEPTHWISE_S1 if s.stride == (1, 1) else _DEPTHWISE
+    if cg * s.kh * s.kw >= DEEP and s.n * s.oh * s.ow <= FEW_COLUMNS:
+        return _DEEP
+    return _GEMM
+
+
+def _conv2d_backward(s) -> Rule:
+    depth = (s.c // s.groups) * s.kh * s.kw
+    if s.n * s.k * depth * s.oh * s.ow <= TINY_WORK:
+        return _TINY
+    if s.groups == s.c and s.groups > 1:
+        return _BWD_DEPTHWISE
+    if _pointwise(s) and s.groups == 1:
+        return _BWD_POINTWISE
+    return _BWD_DEEP if depth >= DEEP_GRADIENTS else _BWD
+
+
+def auto(op: str, spec) -> Rule:
+    """The rule for `op` on `spec` (see the module docstring)."""
+    if op == "conv2d":
+        return _conv2d(spec)
+    if op == "conv2d_backward":
+        return _conv2d_backward(spec)
+    if op == "im2col":
+        return _IM2COL_POINTWISE if _pointwise(spec) else _UNFOLD
+    if op == "col2im":
+        return _UNFOLD
+    if spec.n * spec.c * spec.oh * spec.ow * spec.kh * spec.kw <= TINY_WORK:
+        return _TINY
+    return _AVG_BWD if op == "avg_pool2d_backward" else _POOL
+
+
+def cpp_kernels(spec) -> tuple[str, ...]:
+    """cpp's conv2d kernels that run `spec`."""
+    return ("gemm", "direct", "1x1") if _pointwise(spec) else ("gemm", "direct")
+
+
+def default_kernel(op: str, spec) -> str | None:
+    """The kernel cpp's conv2d runs by its own choice."""
+    return CppBackend.conv2d_kernel(spec) if op == "conv2d" else None
+
+
+def candidates(op: str, spec) -> list[tuple[str, str | None]]:
+    """What autotuning times: (backend, cpp conv2d kernel or None), the rule's
+    choice first. cpp's direct conv2d kernel only where it could win: at most
+    DIRECT_MAX_FILTERS filters per group (measured 4-40x slower than the GEMM
+    with 32 and more; timing it would cost the most)."""
+    rule = auto(op, spec)
+    out = []
+    for name in rule.order:
+        if name == "cpp" and op == "conv2d":
+            first = rule.kernel or default_kernel(op, spec)
+            kernels = [k for k in cpp_kernels(spec)
+                       if k != "direct" or spec.k // spec.groups <= DIRECT_MAX_FILTERS]
+            out += [("cpp", first)] + [("cpp", k) for k in kernels if k != first]
+        else:
+            out.append((name, None))
+    return out
+
+
+DIRECT_MAX_FILTERS = 16
+
+
+# The ops and backends that call BLAS (NumPy's matmul; Numba's np.dot): the
+# convolutions, except on cpp.
+BLAS_OPS = frozenset({"conv2d", "conv2d_backward"})
+BLAS_BACKENDS = frozenset({"numpy", "numba"})
+
+
+# ------------------------------------------------------------- workspace
+#
+# What each path allocates besides its result, from the code: a prediction for
+# explain(), not a measurement (`python -m fastconv memory` measures).
+
+
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _threads_for(work: int, units: int, threads: int) -> int:
+    """cpp/direct/direct_select.cpp's threads_for: 2**16 work per thread at least."""
+    return max(1, min(work >> 16, units, threads))
+
+
+def _micro_tile(dtype) -> tuple[int, int]:
+    """(MR, NR) of the GEMM micro-kernel of the ISA path in force (cpp/gemm/ukernel_*.cpp)."""
+    f32 = np.dtype(dtype) == np.float32
+    module = CppBackend().module if _CPP[0] is None else _CPP[0]
+    _CPP[0] = module
+    generic = module is not None and module.isa_path() == "generic"
+    if generic:
+        return (4, 8) if f32 else (4, 4)
+    return (6, 16) if f32 else (6, 8)
+
+
+_CPP = [None]
+
+
+class _Blocking(NamedTuple):
+    """cpp/gemm/blocking.h, in elements of the dtype."""
+
+    kc: int
+    mc: int
+    nc: int
+
+    @classmethod
+    def of(cls, itemsize: int):
+        return cls(256, 288 // itemsize, 1024 // itemsize)
+
+
+def _gemm_workspace(itemsize: int, mr: int, nr: int) -> int:
+    """One thread's GemmWorkspace (cpp/gemm/gemm.cpp): packed A and B blocks and a tile."""
+    b = _Blocking.of(itemsize)
+    return (b.mc // mr * mr * b.kc + b.kc * _cdiv(b.nc, nr) * nr + mr * nr) * itemsize
+
+
+def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int) -> int:
+    """cpp/gemm/gemm.cpp's gemm_split: column blocks x row groups."""
+    b = _Blocking.of(itemsize)
+    mc = b.mc // mr * mr
+    col_blocks, row_blocks = _cdiv(n, b.nc), _cdiv(m, mc)
+    row_groups = min(row_blocks, _cdiv(2 * threads, col_blocks))
+    rows_per_group = _cdiv(row_blocks, row_groups) * mc
+    return col_blocks * _cdiv(m, rows_per_group)
+
+
+def _padded(s) -> int:
+    """Elements of the padded copy of the input (N, C, H + top + bottom, W + left + right)."""
+    top, bottom, left, right = s.pads
+    return s.n * s.c * (s.h + top + bottom) * (s.w + left + right)
+
+
+def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
+    out = []
+    copy = op in ("conv2d", "conv2d_backward") and s.padding_mode != "zeros" and any(s.pads)
+    if copy:
+        out.append((f"{s.padding_mode} pad copy", _padded(s) * item))
+    if op == "conv2d":
+        mr, nr = _micro_tile(s.dtype)
+        cg, kg = s.c // s.groups, s.k // s.groups
+        if kernel == "gemm":
+            b = _Blocking.of(item)
+            depth, cols = cg * s.kh * s.kw, s.n * s.oh * s.ow
+            out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * depth * item))
+            nt = _threads_for(s.groups * kg * depth * cols, s.groups * cols, threads)
+            blocks = max(_cdiv(cols, b.nc), _cdiv(nt, s.groups))
+            if s.groups == 1:
+                blocks = _cdiv(blocks, nt) * nt
+            block_cols = _cdiv(_cdiv(cols, blocks), nr) * nr
+            per = (b.kc * block_cols + mr * nr) * item
+            out.append((f"B blocks ({nt} thread{'s' if nt > 1 else ''} x KC {b.kc} x "
+                        f"{block_cols} columns)", nt * per))
+        elif kernel == "1x1":
+            pixels = s.h * s.w
+            units = s.n * s.groups * _gemm_split_units(kg, pixels, threads, item, mr)
+            nt = _threads_for(s.n * s.k * cg * pixels, units, threads)
+            per = _gemm_workspace(item, mr, nr)
+            out.append((f"packing buffers ({nt} thread{'s' if nt > 1 else ''})", nt * per))
+        else:  # direct: one output row per thread
+            out.append(("row accumulators", threads * s.ow * item))
+    elif op == "conv2d_backward":
+        mr, nr = _micro_tile(s.dtype)
+        out.append(("one image's im2col and its gradient",
+                     2 * s.c * s.kh * s.kw * s.oh * s.ow * item))
+        per = _gemm_workspace(item, mr, nr)
+        out.append((f"packing buffers ({threads} thread{'s' if threads > 1 else ''})",
+                    threads * per))
+        if copy:
+            out.append(("gradient of the pad copy", _padded(s) * item))
+    elif op == "max_pool2d_backward":
+        out.append(("forward maxima and int64 indices", s.n * s.c * s.oh * s.ow * (item + 8)))
+    return out
+
+
+def _numba(op, s, threads, item) -> list[tuple[str, int]]:
+    from .backends import numba_backend
+
+    out = []
+    if op in ("conv2d", "conv2d_backward") and s.padding_mode != "zeros" and any(s.pads):
+        out.append((f"{s.padding_mode} pad copy", _padded(s) * item))
+    work = s.flops // 2 if op == "conv2d" else s.flops
+    nt = 1 if work < numba_backend._SERIAL_WORK else threads
+    ckk = s.c * s.kh * s.kw
+    if op == "conv2d" and s.groups == s.c:
+        hp = (s.oh - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1
+        wp = (s.ow - 1) * s.stride[1] + (s.kw - 1) * s.dilation[1] + 1
+        span = (s.oh - 1) * wp + s.ow if s.stride == (1, 1) else s.ow
+        out.append((f"padded planes ({nt} thread{'s' if nt > 1 else ''})",
+                    nt * (hp * wp + span) * item))
+    elif op in ("conv2d", "conv2d_backward"):
+        rows = _numba_rows(s, nt)
+        if op == "conv2d":
+            per = (ckk + s.k) * rows * s.ow * item
+            out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
+                        "rows)", nt * per))
+        else:
+            kg, cgkk = s.k // s.groups, (s.c // s.groups) * s.kh * s.kw
+            per = ((2 * ckk + s.k) * rows * s.ow + kg * cgkk) * item
+            out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
+                        "rows)", nt * per))
+            out.append(("per-thread weight gradients", nt * s.k * cgkk * item))
+            if any(s.pads):
+                out.append(("padded input gradient", _padded(s) * item))
+    elif op == "max_pool2d_backward":
+        out.append(("forward maxima and int64 indices", s.n * s.c * s.oh * s.ow * (item + 8)))
+    return out
+
+
+def _numba_rows(s, nt: int) -> int:
+    """_numba_kernels.gemm_rows, without importing Numba."""
+    ckk = s.c * s.kh * s.kw
+    pixels = max(64, min(512, (4 << 20) // (4 * ckk)))
+    if s.oh * s.ow <= pixels:
+        return s.oh * max(1, min(pixels // (s.oh * s.ow), _cdiv(s.n, nt)))
+    rows = max(1, pixels // s.ow)
+    blocks = _cdiv(_cdiv(s.n * s.oh, rows), nt) * nt
+    return _cdiv(s.n * s.oh, blocks)
+
+
+def _numpy(op, s, item) -> list[tuple[str, int]]:
+    out = []
+    if op in ("conv2d", "conv2d_backward", "im2col"):
+        if any(s.pads):
+            out.append(("pad copy", _padded(s) * item))
+        cols = s.n * s.c * s.kh * s.kw * s.oh * s.ow
+        if op == "conv2d":  # one product per group over the whole batch
+            out.append(("unfolded batch", cols * item))
+            out.append(("product before the transpose", s.n * s.k * s.oh * s.ow * item))
+        elif op == "conv2d_backward":
+            out.append(("unfolded input", cols * item))
+            out.append(("its gradient", cols * item))
+            out.append(("per-image weight gradients",
+                        s.n * s.k * (s.c // s.groups) * s.kh * s.kw * item))
+            out.append(("folded padded gradient", _padded(s) * item))
+    elif op == "col2im":
+        out.append(("folded padded image", _padded(s) * item))
+    elif op in ("max_pool2d", "avg_pool2d", "max_pool2d_backward", "avg_pool2d_backward"):
+        plane = s.n * s.c * s.oh * s.ow
+        padded = s.n * s.c * (s.h + 2 * s.padding[0] + s.stride[0]) * (
+            s.w + 2 * s.padding[1] + s.stride[1])  # at most: ceil_mode's extra row
+        out.append(("padded input (or its gradient), at most", padded * item))
+        if op.startswith("max"):
+            out.append(("running maxima, indices and masks", plane * (2 * item + 8 + 8)))
+        else:
+            out.append(("running sums", plane * item))
+    return out
+
+
+def workspace(name: str, kernel: str | None, op: str, spec, threads: int) -> list[tuple[str, int]]:
+    """[(what, bytes)]: the memory a path allocates besides its result, predicted."""
+    item = np.dtype(spec.dtype).itemsize
+    if name == "cpp":
+        return _cpp(kernel, op, spec, threads, item)
+    if name == "numba":
+        return _numba(op, spec, threads, item)
+    return _numpy(op, spec, item)

@@ -1,0 +1,451 @@
+"""Autotuning: time the candidate paths of a call signature once, remember the winner.
+
+With `fastconv.autotune(True)` (or FASTCONV_AUTOTUNE=1), the first `auto` call
+of each signature — the op and its resolved spec (shapes, stride, padding,
+dilation, groups, padding mode, activation, dtype...) and the thread count the
+call runs with — times every candidate (each backend that runs the call, and
+cpp's conv2d kernels where more than one applies) and then runs the fastest.
+Later calls of the signature run the winner straight away.
+
+Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
+page faults), then ROUNDS rounds in which the candidates take turns (a
+different one first each round), each sample as many back-to-back calls as
+last MIN_SAMPLE seconds; a candidate's time is its best sample, so load from
+elsewhere on a shared machine inflates a sample, rarely the best of five.
+After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
+drop out (they cost the most time). The call's result comes from one more
+run of the winner, so timing never changes what the call returns. The timing
+runs with the call's thread share, as the call itself does.
+
+Candidates (fastconv._rules.candidates): every available backend that runs
+the call; for cpp's conv2d, each kernel that applies ("gemm", "1x1" for
+pointwise layers, "direct" up to 16 filters per group).
+
+Winners persist in one JSON file per machine key (CPU model, ISA path,
+fastconv version) under the user cache directory — FASTCONV_CACHE_DIR, else
+$XDG_CACHE_HOME/fastconv, else ~/.cache/fastconv (the platform's cache
+directory on macOS and Windows) — with the thread count in each signature.
+The file is read on first need, and written through a temporary file and
+os.replace after each tuning, merged with what another process may have
+written meanwhile, so readers never see a torn file. A corrupt or foreign file
+is ignored with a TuningCacheWarning, never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+FORMAT = "fastconv-tuning/1"
+ROUNDS = 5
+MIN_SAMPLE = 2e-4  # seconds of back-to-back calls per sample
+MAX_INNER = 50  # calls per sample at most
+PRUNE = 3.0  # after the second round, drop candidates this much slower than the best
+PRUNE_AFTER = 2  # rounds: a load spike rarely spans two samples of a candidate
+
+
+class TuningCacheWarning(UserWarning):
+    """The tuning cache file could not be read or written; tuning goes on in memory."""
+
+
+# ------------------------------------------------------------------ switch
+
+_enabled: bool | None = None  # None: FASTCONV_AUTOTUNE decides, read on first ask
+
+
+def _from_env() -> bool:
+    value = os.environ.get("FASTCONV_AUTOTUNE", "").strip().lower()
+    return value not in ("", "0", "false", "no", "off")
+
+
+def is_enabled() -> bool:
+    global _enabled
+    if _enabled is None:
+        _enabled = _from_env()
+    return _enabled
+
+
+def autotune(enabled: bool | None = None) -> bool:
+    """Turn autotuning of backend="auto" calls on or off for this process, and
+    return whether it is on (called without an argument, only that).
+
+    When on, the first call of each signature (op, shapes, stride, padding,
+    dilation, groups, dtype, thread count...) times every backend and kernel
+    that can run it and runs the fastest; the winner is remembered, on disk
+    too (see tuning_cache()). The default is FASTCONV_AUTOTUNE (1 for on).
+    """
+    global _enabled
+    if enabled is not None:
+        if not isinstance(enabled, bool):
+            raise TypeError(f"autotune(enabled) takes True, False or None, got {enabled!r}")
+        _enabled = enabled
+    return is_enabled()
+
+
+# --------------------------------------------------------------- the file
+
+
+def cache_dir() -> Path:
+    """FASTCONV_CACHE_DIR, else the platform's user cache directory + fastconv."""
+    env = os.environ.get("FASTCONV_CACHE_DIR", "").strip()
+    if env:
+        return Path(env).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        local = os.environ.get("LOCALAPPDATA", "").strip()
+        return (Path(local) if local else home / "AppData" / "Local") / "fastconv" / "Cache"
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches" / "fastconv"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else home / ".cache"  # XDG: absolute only
+    return base / "fastconv"
+
+
+@functools.lru_cache(maxsize=None)
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def machine() -> dict[str, str]:
+    """What a tuning is only valid for: CPU model, ISA path, fastconv version."""
+    from . import __version__
+
+    try:
+        from . import _cpp
+
+        isa = _cpp.isa_path()
+    except ImportError:
+        isa = "no cpp extension"
+    return {"cpu": _cpu_model(), "machine": platform.machine(), "isa_path": isa,
+            "fastconv": __version__}
+
+
+def signature(op: str, spec, threads: int) -> str:
+    """The cache key of a call: op, every field of its spec, the thread count."""
+    fields = ", ".join(f"{name}={value}" for name, value in zip(spec._fields, spec))
+    return f"{op}({fields}) threads={threads}"
+
+
+def _fail(message: str) -> None:
+    warnings.warn(f"fastconv: {message}", TuningCacheWarning, stacklevel=4)
+
+
+@dataclass
+class Tuned:
+    """One signature's tuning: the winner and every candidate's best time."""
+
+    backend: str
+    kernel: str | None
+    seconds: dict[str, float]  # candidate label ("cpp/gemm", "numba", ...) -> best time
+    tuning_seconds: float  # what timing the candidates cost (warm-ups and rounds)
+    when: str = ""
+    source: str = "measured"  # or "cache file"
+    impl: object = field(default=None, repr=False, compare=False)  # what runs it, not saved
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.kernel}" if self.kernel else self.backend
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "kernel": self.kernel, "seconds": self.seconds,
+                "tuning_seconds": self.tuning_seconds, "when": self.when}
+
+    @classmethod
+    def from_json(cls, d) -> Tuned:
+        if not (isinstance(d, dict) and isinstance(d.get("backend"), str)
+                and isinstance(d.get("kernel"), (str, type(None)))
+                and isinstance(d.get("seconds"), dict)
+                and all(isinstance(k, str) and isinstance(v, (int, float))
+                        for k, v in d["seconds"].items())
+                and isinstance(d.get("tuning_seconds"), (int, float))):
+            raise ValueError("an entry is not {backend, kernel, seconds, tuning_seconds}")
+        return cls(d["backend"], d["kernel"], dict(d["seconds"]), float(d["tuning_seconds"]),
+                   str(d.get("when", "")), "cache file")
+
+
+@dataclass
+class _Store:
+    path: Path | None  # None: memory only (scratch())
+    machine: dict
+    memory: dict = field(default_factory=dict)  # (op, spec, threads) -> Tuned
+    disk: dict = field(default_factory=dict)  # signature -> Tuned, as read from the file
+
+
+def _file_for(machine_key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(machine_key, sort_keys=True).encode()).hexdigest()
+    return cache_dir() / f"tuning-{digest[:16]}.json"
+
+
+def _read(path: Path, machine_key: dict) -> dict[str, Tuned]:
+    """The file's entries; {} (and a warning) when it is corrupt or foreign."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):  # none yet (or a file in the way)
+        return {}
+    except OSError as exc:
+        _fail(f"cannot read the tuning cache {path}: {exc}; tuning in memory only")
+        return {}
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        if data.get("machine") != machine_key:
+            _fail(f"ignoring the tuning cache {path}: it was made for {data.get('machine')}, "
+                  f"this is {machine_key}")
+            return {}
+        entries = data.get("entries")
+        if not isinstance(entries, dict):
+            raise ValueError("no entries")
+        return {str(sig): Tuned.from_json(e) for sig, e in entries.items()}
+    except (ValueError, TypeError, AttributeError) as exc:
+        _fail(f"ignoring the corrupt tuning cache {path}: {exc}")
+        return {}
+
+
+def _write(path: Path, machine_key: dict, entries: dict[str, Tuned]) -> None:
+    """Replace the file atomically: a temporary file in the same directory, then os.replace."""
+    data = {"format": FORMAT, "machine": machine_key,
+            "entries": {sig: e.to_json() for sig, e in sorted(entries.items())}}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tuning-", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, indent=1)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        _fail(f"cannot write the tuning cache {path}: {exc}; tuning in memory only")
+
+
+_lock = threading.RLock()
+_store: _Store | None = None
+_scratch: _Store | None = None  # scratch()'s, in force instead of _store
+_last: Tuned | None = None  # the latest tuning measured in this process
+
+
+def _current() -> _Store:
+    """The store for the cache file of this machine, (re)loaded when the path changed."""
+    global _store
+    with _lock:
+        if _scratch is not None:
+            return _scratch
+        key = machine()
+        path = _file_for(key)
+        if _store is None or _store.path != path or _store.machine != key:
+            _store = _Store(path, key, disk=_read(path, key))
+        return _store
+
+
+def reset() -> None:
+    """Forget everything in memory (the file stays); the next need reloads it."""
+    global _store
+    with _lock:
+        _store = None
+
+
+@contextlib.contextmanager
+def scratch():
+    """Inside the block, tune from scratch into memory only: the cache file is
+    neither read nor written (the benchmarks measure what a first call costs)."""
+    global _scratch
+    with _lock:
+        saved, _scratch = _scratch, _Store(None, machine())
+    try:
+        yield
+    finally:
+        with _lock:
+            _scratch = saved
+
+
+def last_tuned() -> Tuned | None:
+    """The latest tuning measured in this process (not read from the file)."""
+    return _last
+
+
+def lookup(op: str, spec, threads: int, load: bool = True) -> Tuned | None:
+    """The tuning of this signature, from memory, else from the file (if `load`)."""
+    store = _scratch or _store
+    key = (op, spec, threads)
+    if store is not None:
+        hit = store.memory.get(key)
+        if hit is not None:
+            return hit
+    if not load:
+        return None
+    store = _current()
+    with _lock:
+        hit = store.disk.get(signature(op, spec, threads))
+        if hit is not None:
+            store.memory[key] = hit
+        return hit
+
+
+def forget(op: str, spec, threads: int) -> None:
+    """Drop one signature's tuning from memory (it no longer runs here)."""
+    with _lock:
+        store = _scratch or _store
+        if store is not None:
+            store.memory.pop((op, spec, threads), None)
+            store.disk.pop(signature(op, spec, threads), None)
+
+
+def record(op: str, spec, threads: int, tuned: Tuned, save: bool = True) -> None:
+    """Remember a tuning in memory and (if `save`) in the file, merged with the
+    file's entries as they are now."""
+    global _last
+    store = _current()
+    sig = signature(op, spec, threads)
+    with _lock:
+        store.memory[(op, spec, threads)] = tuned
+        if not save:
+            return
+        _last = tuned
+        store.disk[sig] = tuned
+        if store.path is None:
+            return
+        on_disk = _read(store.path, store.machine)
+        on_disk.update(store.disk)
+        store.disk = on_disk
+        _write(store.path, store.machine, on_disk)
+
+
+# ------------------------------------------------------------------ timing
+
+
+def measure(candidates, run) -> tuple[int, dict[str, float]]:
+    """Time `run(impl)` for each (label, impl) of `candidates`; return the index of
+    the fastest and {label: best seconds per call} (see the module docstring)."""
+    clock = time.perf_counter
+    first = []
+    for _, impl in candidates:  # warm-up: JIT compiles, first-touch page faults
+        start = clock()
+        run(impl)
+        first.append(clock() - start)
+    best = [math.inf] * len(candidates)
+    alive = list(range(len(candidates)))
+    for r in range(ROUNDS):
+        shift = r % len(alive)
+        for i in alive[shift:] + alive[:shift]:  # interleaved, a different one first each round
+            once = min(first[i], best[i])
+            inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
+            start = clock()
+            for _ in range(inner):
+                run(candidates[i][1])
+            best[i] = min(best[i], (clock() - start) / inner)
+        if r == PRUNE_AFTER - 1 and len(alive) > 1:
+            fastest = min(best[i] for i in alive)
+            alive = [i for i in alive if best[i] <= PRUNE * fastest]
+    winner = min(range(len(candidates)), key=best.__getitem__)
+    return winner, {label: best[i] for i, (label, _) in enumerate(candidates)}
+
+
+def tune(op: str, spec, threads: int, candidates, run) -> tuple[int, Tuned]:
+    """Measure the candidates, record the winner; (its index, the Tuned record).
+
+    candidates: [(label, backend name, kernel or None, impl)]."""
+    start = time.perf_counter()
+    winner, seconds = measure([(label, impl) for label, _, _, impl in candidates], run)
+    label, name, kernel, _ = candidates[winner]
+    tuned = Tuned(name, kernel, seconds, time.perf_counter() - start,
+                  datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return winner, tuned
+
+
+# ------------------------------------------------------------- the viewer
+
+
+class TuningCache:
+    """What autotuning remembers on this machine: `entries` (signature -> Tuned),
+    `path` (the JSON file), `machine` (what the file is keyed by), `clear()`."""
+
+    def __init__(self):
+        store = _current()
+        self.path = store.path
+        self.machine = dict(store.machine)
+
+    @property
+    def entries(self) -> dict[str, Tuned]:
+        store = _current()
+        with _lock:
+            merged = dict(store.disk)
+            for (op, spec, threads), tuned in store.memory.items():
+                if tuned.seconds:  # not the one-candidate calls, never timed
+                    merged.setdefault(signature(op, spec, threads), tuned)
+            return dict(sorted(merged.items()))
+
+    def clear(self) -> None:
+        """Forget every tuning, in memory and on disk (the file is removed)."""
+        store = _current()
+        with _lock:
+            store.memory.clear()
+            store.disk.clear()
+            if store.path is None:
+                return
+            try:
+                store.path.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                _fail(f"cannot remove the tuning cache {store.path}: {exc}")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __repr__(self) -> str:
+        return f"<fastconv.TuningCache {len(self)} entries at {self.path}>"
+
+    def __str__(self) -> str:
+        entries = self.entries
+        lines = [f"fastconv tuning cache: {self.path}",
+                 "  machine: " + ", ".join(f"{k} {v}" for k, v in self.machine.items()),
+                 f"  autotune is {'on' if is_enabled() else 'off'}; {len(entries)} "
+                 f"signature{'s' if len(entries) != 1 else ''} tuned"]
+        for sig, t in entries.items():
+            times = ", ".join(f"{label} {_us(s)}" for label, s in
+                              sorted(t.seconds.items(), key=lambda kv: kv[1]))
+            lines.append(f"  {sig}\n    -> {t.label}: {times}; tuning took "
+                         f"{t.tuning_seconds * 1e3:.1f} ms")
+        return "\n".join(lines)
+
+
+def _us(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "dropped"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def tuning_cache() -> TuningCache:
+    """The autotuning cache of this machine: print it, read .entries and .path,
+    .clear() it. Reading it loads the file (FASTCONV_CACHE_DIR, else the user
+    cache directory); nothing is written until a call is tuned."""
+    return TuningCache()

@@ -1,0 +1,292 @@
+"""Autotuning: the first call of a signature times the candidates and remembers the
+winner, in a JSON cache file that survives processes, corruption and concurrency."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import fastconv as fc
+from fastconv import _dispatch, _tuning
+
+rng = np.random.default_rng(8)
+X = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
+W = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+
+
+@pytest.fixture
+def tuning(tmp_path, monkeypatch):
+    """Autotuning on, the cache in tmp_path, quick timing; all restored after."""
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(_tuning, "_enabled", True)
+    monkeypatch.setattr(_tuning, "ROUNDS", 2)
+    monkeypatch.setattr(_tuning, "MAX_INNER", 2)
+    _tuning.reset()
+    yield tmp_path
+    _tuning.reset()
+
+
+@pytest.fixture
+def tunes(monkeypatch):
+    """The signatures measured (not found in the cache) during the test."""
+    seen = []
+    real = _tuning.tune
+
+    def spy(op, spec, threads, candidates, run):
+        seen.append((op, spec, threads, [c[0] for c in candidates]))
+        return real(op, spec, threads, candidates, run)
+
+    monkeypatch.setattr(_tuning, "tune", spy)
+    return seen
+
+
+def _close(a, b):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-4 * (1 + np.abs(b).max()))
+
+
+def test_first_call_tunes_then_the_winner_runs(tuning, tunes):
+    want = fc.conv2d(X, W, padding=1, backend="numpy")
+    _close(fc.conv2d(X, W, padding=1), want)
+    assert len(tunes) == 1
+    op, spec, threads, labels = tunes[0]
+    assert op == "conv2d" and threads == fc.get_num_threads()
+    # every available backend is a candidate, and cpp's kernels apart
+    assert "numpy" in labels and "cpp/gemm" in labels and "cpp/direct" in labels
+    _close(fc.conv2d(X, W, padding=1), want)
+    assert len(tunes) == 1  # remembered
+    (sig, entry), = fc.tuning_cache().entries.items()
+    assert sig == _tuning.signature("conv2d", spec, threads)
+    assert entry.label in labels and set(entry.seconds) == set(labels)
+    assert entry.seconds[entry.label] == min(entry.seconds.values())
+    assert entry.tuning_seconds > 0
+
+
+def test_the_tuned_call_writes_out_and_returns_correct_results(tuning):
+    out = np.full((2, 4, 10, 10), np.nan, np.float32)
+    got = fc.conv2d(X, W, padding=1, activation="relu", out=out)
+    assert got is out
+    _close(out, fc.conv2d(X, W, padding=1, activation="relu", backend="numpy"))
+    grads = fc.conv2d_backward(np.ones((2, 4, 8, 8), np.float32), X, W)
+    for g, r in zip(grads, fc.conv2d_backward(np.ones((2, 4, 8, 8), np.float32), X, W,
+                                              backend="numpy")):
+        _close(g, r)
+    pooled, where = fc.max_pool2d(X, 2, return_indices=True)
+    ref, ref_where = fc.max_pool2d(X, 2, return_indices=True, backend="numpy")
+    np.testing.assert_array_equal(pooled, ref)
+    np.testing.assert_array_equal(where, ref_where)
+
+
+def test_signature_has_shapes_options_dtype_and_threads(tuning, tunes):
+    fc.conv2d(X, W)
+    fc.conv2d(X, W, padding=1)
+    fc.conv2d(X.astype(np.float64), W)
+    fc.conv2d(X[:1], W)
+    before = fc.get_num_threads()
+    try:
+        fc.set_num_threads(1 if before > 1 else 2)
+        fc.conv2d(X, W)
+    finally:
+        fc.set_num_threads(before)
+    fc.conv2d(X, W)  # the first one again
+    assert len(tunes) == 5
+    assert len({(op, spec, threads) for op, spec, threads, _ in tunes}) == 5
+    assert len(fc.tuning_cache()) == 5
+
+
+def test_named_backends_are_not_tuned(tuning, tunes):
+    fc.conv2d(X, W, backend="numpy")
+    with fc.use_backend("cpp"):
+        fc.conv2d(X, W)
+    assert tunes == [] and len(fc.tuning_cache()) == 0
+
+
+def test_the_file_is_json_keyed_by_machine_and_reloaded(tuning, tunes):
+    fc.conv2d(X, W)
+    cache = fc.tuning_cache()
+    assert cache.path.parent == tuning and cache.path.exists()
+    data = json.loads(cache.path.read_text())
+    assert data["format"] == _tuning.FORMAT
+    assert set(data["machine"]) >= {"cpu", "isa_path", "fastconv"}
+    assert data["machine"]["fastconv"] == fc.__version__
+    (sig, entry), = data["entries"].items()
+    assert f"threads={fc.get_num_threads()}" in sig and "dtype=float32" in sig
+    assert entry["backend"] in fc.backends()
+    assert not [p for p in tuning.iterdir() if p != cache.path]  # no temporary files left
+
+    _tuning.reset()  # as a new process: loaded lazily, the tuning is reused
+    fc.conv2d(X, W)
+    assert len(tunes) == 1
+    plan = fc.explain("conv2d", X, W)
+    assert plan.tuned is not None and plan.tuned.source == "cache file"
+
+
+def test_a_new_process_reuses_the_file(tuning):
+    code = textwrap.dedent("""
+        import numpy as np, fastconv as fc
+        from fastconv import _tuning
+        calls = []
+        real = _tuning.tune
+        _tuning.tune = lambda *a: calls.append(1) or real(*a)
+        fc.autotune(True)
+        x = np.ones((1, 2, 9, 9), np.float32); w = np.ones((3, 2, 3, 3), np.float32)
+        assert fc.conv2d(x, w).shape == (1, 3, 7, 7)
+        print(len(calls), len(fc.tuning_cache()))
+    """)
+    env = {**__import__("os").environ, "FASTCONV_CACHE_DIR": str(tuning)}
+    run = lambda: subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                 text=True, check=True).stdout.split()
+    assert run() == ["1", "1"]  # tuned, written
+    assert run() == ["0", "1"]  # read back: nothing to time
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]", '{"format": "other"}',
+                                     json.dumps({"format": _tuning.FORMAT, "machine": None,
+                                                 "entries": {}}),
+                                     "\x00\xff garbage"])
+def test_a_corrupt_or_foreign_file_is_ignored_with_a_warning(tuning, tunes, content):
+    path = _tuning._file_for(_tuning.machine())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.warns(_tuning.TuningCacheWarning, match="tuning cache"):
+        got = fc.conv2d(X, W)
+    _close(got, fc.conv2d(X, W, backend="numpy"))
+    assert len(tunes) == 1
+    # the next write replaced it with a good file
+    assert json.loads(path.read_text())["format"] == _tuning.FORMAT
+
+
+def test_a_corrupt_entry_is_ignored_with_a_warning(tuning):
+    path = _tuning._file_for(_tuning.machine())
+    path.write_text(json.dumps({"format": _tuning.FORMAT, "machine": _tuning.machine(),
+                                "entries": {"conv2d(...)": {"backend": 3}}}))
+    with pytest.warns(_tuning.TuningCacheWarning, match="corrupt"):
+        assert len(fc.tuning_cache()) == 0
+
+
+def test_an_unwritable_cache_warns_and_tunes_in_memory(tmp_path, monkeypatch, tunes):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(blocker / "sub"))  # a file is in the way
+    monkeypatch.setattr(_tuning, "_enabled", True)
+    monkeypatch.setattr(_tuning, "ROUNDS", 1)
+    _tuning.reset()
+    try:
+        with pytest.warns(_tuning.TuningCacheWarning, match="cannot write"):
+            fc.conv2d(X, W)
+        fc.conv2d(X, W)
+        assert len(tunes) == 1
+    finally:
+        _tuning.reset()
+
+
+def test_an_entry_for_a_path_that_no_longer_runs_is_retuned(tuning, tunes):
+    fc.conv2d(X, W)
+    (sig, entry), = fc.tuning_cache().entries.items()
+    data = json.loads(fc.tuning_cache().path.read_text())
+    data["entries"][sig]["backend"] = "gpu"
+    fc.tuning_cache().path.write_text(json.dumps(data))
+    _tuning.reset()
+    fc.conv2d(X, W)
+    assert len(tunes) == 2
+    assert fc.tuning_cache().entries[sig].backend in fc.backends()
+
+
+def test_concurrent_processes_never_corrupt_the_file(tuning):
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        from fastconv import _params, _tuning
+        me = int(sys.argv[1])
+        for i in range(15):
+            x = np.ones((1, 1, 5 + me, 5 + i), np.float32)
+            spec = _params.conv2d(x, np.ones((1, 1, 3, 3), np.float32), None, 1, 0, 1, 1,
+                                  "zeros", None)[0]
+            _tuning.record("conv2d", spec, 1, _tuning.Tuned("numpy", None, {"numpy": 1e-3},
+                                                             0.01))
+    """)
+    env = {**__import__("os").environ, "FASTCONV_CACHE_DIR": str(tuning)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(me)], env=env)
+             for me in range(4)]
+    assert all(p.wait() == 0 for p in procs)
+    path = fc.tuning_cache().path
+    data = json.loads(path.read_text())  # whole, parseable
+    assert data["format"] == _tuning.FORMAT
+    # each process's last write holds at least its own 15 entries
+    assert len(data["entries"]) >= 15
+    assert not [p for p in tuning.iterdir() if p != path]
+
+
+def test_tuning_cache_shows_and_clears(tuning):
+    fc.conv2d(X, W)
+    fc.max_pool2d(X, 2)
+    cache = fc.tuning_cache()
+    assert len(cache) == 2
+    text = str(cache)
+    assert str(cache.path) in text and "conv2d(" in text and "max_pool2d(" in text
+    assert "->" in text and repr(cache).startswith("<fastconv.TuningCache 2 entries")
+    cache.clear()
+    assert len(fc.tuning_cache()) == 0 and not cache.path.exists()
+
+
+def test_autotune_switch_and_env(monkeypatch):
+    monkeypatch.setattr(_tuning, "_enabled", None)
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "1")
+    assert fc.autotune() is True
+    monkeypatch.setattr(_tuning, "_enabled", None)
+    monkeypatch.setenv("FASTCONV_AUTOTUNE", "0")
+    assert fc.autotune() is False
+    assert fc.autotune(True) is True and fc.autotune() is True
+    assert fc.autotune(False) is False
+    with pytest.raises(TypeError, match="autotune"):
+        fc.autotune("yes")
+
+
+def test_cache_dir_rules(monkeypatch, tmp_path):
+    monkeypatch.setenv("FASTCONV_CACHE_DIR", str(tmp_path / "mine"))
+    assert _tuning.cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("FASTCONV_CACHE_DIR")
+    if sys.platform in ("win32", "darwin"):
+        pytest.skip("XDG_CACHE_HOME applies to Linux and the BSDs")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _tuning.cache_dir() == tmp_path / "xdg" / "fastconv"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/path")  # not absolute: ignored, per XDG
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _tuning.cache_dir() == tmp_path / "home" / ".cache" / "fastconv"
+
+
+def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    cost = {"slow": 2e-3, "fast": 1e-3, "hopeless": 9e-3}
+    runs = {name: 0 for name in cost}
+
+    def run(name):
+        runs[name] += 1
+        now[0] += cost[name]
+
+    winner, seconds = _tuning.measure([(n, n) for n in cost], run)
+    assert [n for n in cost][winner] == "fast"
+    assert seconds == pytest.approx(cost)
+    # one warm-up and one call per sample (each is over MIN_SAMPLE); hopeless (9x
+    # the best) dropped after PRUNE_AFTER rounds, slow (2x) timed to the end
+    assert _tuning.MIN_SAMPLE < 1e-3 and _tuning.PRUNE < 9 and _tuning.PRUNE > 2
+    assert runs["hopeless"] == 1 + _tuning.PRUNE_AFTER
+    assert runs["fast"] == runs["slow"] == 1 + _tuning.ROUNDS
+
+
+def test_explain_reports_autotuning(tuning):
+    plan = fc.explain("conv2d", X, W)
+    assert plan.tuned is None and "not timed yet" in plan.autotune
+    assert "cpp/gemm" in plan.autotune
+    fc.conv2d(X, W)
+    plan = fc.explain("conv2d", X, W)
+    winner = fc.tuning_cache().entries[_tuning.signature("conv2d", plan.spec, plan.threads)]
+    assert plan.tuned is not None and plan.backend == winner.backend
+    assert plan.kernel == winner.kernel
+    text = str(plan)
+    assert "chosen by autotuning" in text and "timed (measured)" in text
+    for label in winner.seconds:
+        assert label in text
