@@ -331,6 +331,7 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
             out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
                         "rows)", nt * per))
         else:
+            rows = max(rows, (s.kh - 1) * s.dilation[0] // s.stride[0])  # backward_rows
             kg, cgkk = s.k // s.groups, (s.c // s.groups) * s.kh * s.kw
             per = ((2 * ckk + s.k) * rows * s.ow + kg * cgkk) * item
             out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
