@@ -63,6 +63,22 @@ def use_backend(name: str):
         _default.reset(token)
 
 
+try:  # os.environ's own dict: a lookup there costs 30 ns, os.environ.get 1 us
+    _ENV_KEY = os.environ.encodekey("FASTCONV_BACKEND")
+except AttributeError:  # pragma: no cover - not CPython's os.environ
+    _ENV_KEY = None
+
+
+def _env_backend() -> str:
+    """FASTCONV_BACKEND as it is now (read on every call, cheaply)."""
+    environ = os.environ
+    data = getattr(environ, "_data", None)
+    if _ENV_KEY is not None and type(data) is dict:
+        raw = data.get(_ENV_KEY)
+        return "" if raw is None else environ.decodevalue(raw)
+    return environ.get("FASTCONV_BACKEND", "")
+
+
 def requested(backend: str) -> str:
     """The backend a call asks for: its own `backend=` unless that is "auto",
     then use_backend's, then FASTCONV_BACKEND's, else "auto"."""
@@ -70,7 +86,10 @@ def requested(backend: str) -> str:
         return _check_name(backend, "backend")
     if (name := _default.get()) is not None:
         return name
-    env = os.environ.get("FASTCONV_BACKEND", "").strip()
+    env = _env_backend()
+    if not env:
+        return "auto"
+    env = env.strip()
     return _check_name(env, "FASTCONV_BACKEND") if env else "auto"
 
 
@@ -127,9 +146,13 @@ def _auto(op: str, spec, rejected: list | None = None):
     rule = _rules.auto(op, spec)
     for name in rule.order:
         impl = _REGISTRY[name]
-        why = _runs(impl, op, spec)
-        if not why:
-            return (_with_kernel(impl, rule.kernel) if name == "cpp" else impl), rule
+        ok, why = impl.available()
+        if ok:
+            why = impl.supports(op, spec)
+            if not why:
+                if rule.kernel is not None and name == "cpp":
+                    impl = _with_kernel(impl, rule.kernel)
+                return impl, rule
         if rejected is not None:
             rejected.append((name, why))
     raise AssertionError("the numpy backend runs every op")  # pragma: no cover
