@@ -29,7 +29,7 @@ def info(_args) -> int:
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
     print(f"cpu: {_cpu_model()}")
     print(f"threads: {fc.get_num_threads()}")
-    print("backends (auto's order of preference):")
+    print("backends (auto falls back in this order when its rule's choice cannot run):")
     for name, b in fc.backends().items():
         print(f"  {name:<6} {'available' if b.available else 'unavailable: ' + b.reason}")
     print("numba cache:", sys.modules["fastconv.backends.numba_backend"].cache_status())
