@@ -141,6 +141,22 @@ def test_padding_wider_than_the_output_row(n):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("rows", [1, 2, 3])
+@pytest.mark.parametrize("pads", [((1, 1), (1, 1)), ((2, 0), (0, 2)), ((0, 2), (2, 0))])
+def test_unfolded_blocks_of_any_height_match(monkeypatch, rows, pads):
+    # Blocks of a few output rows straddle images and start or end in the
+    # padding; with unit strides and OW == W rows are gathered as runs.
+    monkeypatch.setattr(numba_backend._k(), "gemm_rows", lambda *args: rows)
+    x, w = _data((3, 2, 4, 5)), _data((2, 2, 3, 3), 1)
+    kw = dict(padding=pads)
+    np.testing.assert_allclose(fc.conv2d(x, w, backend="numba", **kw),
+                               fc.conv2d(x, w, backend="numpy", **kw), rtol=1e-5, atol=1e-5)
+    g = _data(fc.conv2d(x, w, **kw).shape, 2)
+    for got, ref in zip(fc.conv2d_backward(g, x, w, backend="numba", **kw),
+                        fc.conv2d_backward(g, x, w, backend="numpy", **kw)):
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
 # ------------------------------------------------------------------ cache
 
 

@@ -128,6 +128,9 @@ def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh,
     /* cols[(c*KH + i)*KW + j][(r - r0)*OW + ow]
            <- x[n][c][oh*sh - top + i*dh][ow*sw - left + j*dw] */
     """
+    if sh == 1 and sw == 1 and ow_ == w:
+        _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, kh, kw, top, left, dh, dw)
+        return
     p = (r1 - r0) * ow_
     spans = _spans(ow_, kw, sw, dw, left, w)
     n = r0 // oh_
@@ -153,20 +156,55 @@ def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh,
 
 
 @_jit()
+def _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, kh, kw, top, left, dh, dw):
+    """_gather for unit strides and OW == W: input and output rows share one
+    pitch, so a tap's inside rows of an image copy as one run; the columns
+    that run brings in from the neighbouring rows are then zeroed."""
+    p = (r1 - r0) * w
+    spans = _spans(w, kw, 1, dw, left, w)
+    r = r0
+    while r < r1:
+        n = r // oh_
+        a = r - n * oh_  # this image's output rows [a, b) in the block
+        b = min(oh_, a + r1 - r)
+        for c in range(c_):
+            for i in range(kh):
+                shift = i * dh - top  # ih = oh + shift
+                va = min(b, max(a, -shift))  # inside rows [va, vb)
+                vb = max(va, min(b, h - shift))
+                for j in range(kw):
+                    lo, hi = spans[j, 0], spans[j, 1]
+                    d = ((c * kh + i) * kw + j) * p + (r - r0 - a) * w  # at output row 0
+                    if hi == lo:  # the tap misses the input's columns
+                        _fill(cols, d + a * w, (b - a) * w, 0)
+                        continue
+                    _fill(cols, d + a * w, (va - a) * w, 0)
+                    if vb > va:
+                        _copy(cols, d + va * w + lo, xf,
+                              ((n * c_ + c) * h + va + shift) * w + lo + j * dw - left,
+                              (vb - va - 1) * w + hi - lo, 1)
+                        for oh in range(va, vb):
+                            _fill(cols, d + oh * w, lo, 0)
+                            _fill(cols, d + oh * w + hi, w - hi, 0)
+                    _fill(cols, d + vb * w, (b - vb) * w, 0)
+        r += b - a
+
+
+@_jit()
 def _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu):
     """out[n][k][oh][:] <- act(y[k][(r - r0)*OW:] + bias[k]) for the rows r of a
-    block; y (K, P) lies in yf at yb (it may be out itself)."""
+    block, one run per image and filter; y (K, P) lies in yf at yb (it may be
+    out itself)."""
     p = (r1 - r0) * ow_
-    n = r0 // oh_
-    oh = r0 - n * oh_
-    for sb in range(yb, yb + p, ow_):
+    r = r0
+    while r < r1:
+        n = r // oh_
+        a = r - n * oh_
+        m = min(oh_ - a, r1 - r) * ow_  # this image's part of the block
         for k in range(k_):
-            _bias_relu(outf, ((n * k_ + k) * oh_ + oh) * ow_, yf, sb + k * p, ow_,
+            _bias_relu(outf, ((n * k_ + k) * oh_ + a) * ow_, yf, yb + k * p + (r - r0) * ow_, m,
                        bias[k] if has_bias else bias[0], has_bias, relu)
-        oh += 1
-        if oh == oh_:
-            oh = 0
-            n += 1
+        r += m // ow_
 
 
 @_jit()
