@@ -523,15 +523,20 @@ def _edge_max(s, sb, w, d, db, o, sw, kw, dw, pw):
             first = False
 
 
-@_jit(inline=True)
-def _row_max(s, sb, w, d, db, ow_, sw, kw, dw, pw):
-    """d[db + o] <- max of row s[sb:sb + w] over window o's columns o*sw + j*dw - pw.
-
-    Windows with every column inside run fused for the common 2- and 3-wide
-    windows of stride 1 or 2; the edge windows tap by tap."""
+@_jit()
+def _inside(ow_, w, sw, kw, dw, pw):
+    """[lo, hi): the windows whose every column lies inside a row of w."""
     lo = min(ow_, (pw + sw - 1) // sw)  # the first window starting inside
     last = w - 1 - ((kw - 1) * dw - pw)
-    hi = max(lo, 0 if last < 0 else min(ow_, last // sw + 1))  # past the last ending inside
+    return lo, max(lo, 0 if last < 0 else min(ow_, last // sw + 1))
+
+
+@_jit(inline=True)
+def _row_max(s, sb, w, d, db, ow_, sw, kw, dw, pw, lo, hi):
+    """d[db + o] <- max of row s[sb:sb + w] over window o's columns o*sw + j*dw - pw.
+
+    Windows [lo, hi) (see _inside) run fused for the common 2- and 3-wide
+    windows of stride 1 or 2; the edge windows tap by tap."""
     b = sb + lo * sw - pw
     e = db + lo
     if dw == 1 and sw == 2 and kw == 2:
@@ -599,39 +604,41 @@ def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     outf = out.reshape(out.size)
     idxf = idx.reshape(idx.size)
     chunk = max(1, total // (16 * nt))
+    spans = _spans(ow_, kw, sw, dw, pw, w)
+    lo, hi = _inside(ow_, w, sw, kw, dw, pw)
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
         vm = np.empty(w, x.dtype)
         while True:
-            first_task = _claim(counter) * chunk
-            if first_task >= total:
+            t0 = _claim(counter) * chunk
+            if t0 >= total:
                 break
-            _max_pool_rows(xf, outf, idxf, want_idx, vm, first_task,
-                           min(total, first_task + chunk), h, w, oh_, ow_, kh, kw, sh, sw,
-                           ph, pw, dh, dw)
+            _max_pool_rows(xf, outf, idxf, want_idx, vm, spans, lo, hi, t0, min(total, t0 + chunk),
+                           h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
 
 
 @_jit()
-def _max_pool_rows(xf, outf, idxf, want_idx, vm, t0, t1, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw,
-                   dh, dw):
-    """max_pool2d for output rows [t0, t1), with the row buffer vm."""
-    for task in range(t0, t1):
-        plane = task // oh_
-        db = task * ow_
+def _max_pool_rows(xf, outf, idxf, want_idx, vm, spans, lo, hi, t0, t1, h, w, oh_, ow_, kh, kw,
+                   sh, sw, ph, pw, dh, dw):
+    """max_pool2d for output rows [t0, t1), with the row buffer vm; spans and
+    [lo, hi) are the column ranges of _spans and _inside (no division per row)."""
+    plane = t0 // oh_
+    oh = t0 - plane * oh_
+    for db in range(t0 * ow_, t1 * ow_, ow_):
         if want_idx:
             _fill(idxf, db, ow_, -1)
         rows = first = 0
         for i in range(kh):
-            ih = task % oh_ * sh - ph + i * dh
+            ih = oh * sh - ph + i * dh
             if ih < 0 or ih >= h:
                 continue
             sb = (plane * h + ih) * w
             if want_idx:
                 for j in range(kw):
+                    a, b = spans[j, 0], spans[j, 1]
                     off = j * dw - pw
-                    lo, hi = _span(ow_, off, sw, w)
-                    _max_tap_index(outf, idxf, db + lo, xf, sb + lo * sw + off, hi - lo, sw,
-                                   ih * w + lo * sw + off)
+                    _max_tap_index(outf, idxf, db + a, xf, sb + a * sw + off, b - a, sw,
+                                   ih * w + a * sw + off)
             elif rows == 0:
                 first = sb
             elif rows == 1:
@@ -641,12 +648,15 @@ def _max_pool_rows(xf, outf, idxf, want_idx, vm, t0, t1, h, w, oh_, ow_, kh, kw,
                 for iw in range(w):
                     vm[_u(iw)] = _max2(vm[_u(iw)], xf[_u(sb + iw)])
             rows += 1
-        if want_idx:
-            continue
-        if rows == 1:
-            _row_max(xf, first, w, outf, db, ow_, sw, kw, dw, pw)
-        else:
-            _row_max(vm, 0, w, outf, db, ow_, sw, kw, dw, pw)
+        if not want_idx:
+            if rows == 1:
+                _row_max(xf, first, w, outf, db, ow_, sw, kw, dw, pw, lo, hi)
+            else:
+                _row_max(vm, 0, w, outf, db, ow_, sw, kw, dw, pw, lo, hi)
+        oh += 1
+        if oh == oh_:
+            oh = 0
+            plane += 1
 
 
 @_jit(inline=True)
@@ -681,6 +691,7 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
     them; the division in float64, as NumPy does for the reference."""
     n_, c_, oh_, ow_ = out.shape
     h, w = x.shape[2], x.shape[3]
+    spans = _spans(ow_, kw, sw, 1, pw, w)
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
     for task in prange(n_ * c_ * oh_):
@@ -693,9 +704,8 @@ def avg_pool2d(x, out, kh, kw, sh, sw, ph, pw, include_pad, divisor):
             if ih < 0 or ih >= h:
                 continue
             for j in range(kw):
-                off = j - pw
-                lo, hi = _span(ow_, off, sw, w)
-                _add_tap(outf, db + lo, xf, (plane * h + ih) * w + lo * sw + off, hi - lo, sw)
+                lo, hi = spans[j, 0], spans[j, 1]
+                _add_tap(outf, db + lo, xf, (plane * h + ih) * w + lo * sw + j - pw, hi - lo, sw)
         rows = _avg_count(oh, sh, ph, kh, h, include_pad)
         for o in range(ow_):
             d = divisor if divisor > 0 else rows * _avg_count(o, sw, pw, kw, w, include_pad)

@@ -28,19 +28,21 @@ def _k():
     return _kernels
 
 
-# Below this many multiply-adds (or taps) a call runs on one thread: waking a
-# second one costs more than it saves.
+# Below this many multiply-adds a call runs on one thread: waking a second one
+# costs more than it saves. Pooling and unfolding count elements or taps, which
+# are cheaper (vectorized loads and compares), hence the smaller threshold.
 _SERIAL_WORK = 1 << 18
+_SERIAL_TAPS = 1 << 16
 
 
-def _threads(work: int) -> int:
+def _threads(work: int, serial: int = _SERIAL_WORK) -> int:
     """Make Numba use fastconv's thread count (capped by Numba's pool, and 1
-    for small work); return it."""
+    for work below `serial`); return it."""
     import numba
 
     from .._threads import get_num_threads
 
-    n = 1 if work < _SERIAL_WORK else min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
+    n = 1 if work < serial else min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     numba.set_num_threads(n)
     return n
 
@@ -274,19 +276,19 @@ class NumbaBackend(Backend):
         return gi, gw.sum(axis=0).reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
 
     def im2col(self, spec, x, out) -> None:
-        _threads(out.size)
+        _threads(out.size, _SERIAL_TAPS)
         top, _, left, _ = spec.pads
         _k().im2col(x, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def col2im(self, spec, cols, out) -> None:
-        _threads(cols.size)
+        _threads(cols.size, _SERIAL_TAPS)
         top, _, left, _ = spec.pads
         _k().col2im(cols, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def max_pool2d(self, spec, x, out, indices) -> None:
-        nt = _threads(out.size * spec.kh * spec.kw)
+        nt = _threads(out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         want = indices is not None
         if not want:
             indices = self._no_indices()
@@ -294,7 +296,7 @@ class NumbaBackend(Backend):
                         *spec.padding, *spec.dilation, nt)
 
     def avg_pool2d(self, spec, x, out) -> None:
-        _threads(out.size * spec.kh * spec.kw)
+        _threads(out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         _k().avg_pool2d(x, out, spec.kh, spec.kw, *spec.stride, *spec.padding,
                         spec.count_include_pad, spec.divisor_override or 0)
 
@@ -303,12 +305,12 @@ class NumbaBackend(Backend):
         indices = np.empty(grad_out.shape, np.int64)
         self.max_pool2d(spec, x, out, indices)
         grad = np.empty(x.shape, spec.dtype)
-        _threads(x.size)
+        _threads(x.size, _SERIAL_TAPS)
         _k().max_pool2d_backward(grad_out, indices, grad)
         return grad
 
     def avg_pool2d_backward(self, spec, grad_out):
-        _threads(grad_out.size * spec.kh * spec.kw)
+        _threads(grad_out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         grad = np.empty((spec.n, spec.c, spec.h, spec.w), spec.dtype)
         _k().avg_pool2d_backward(grad_out, grad, spec.kh, spec.kw, *spec.stride, *spec.padding,
                                  spec.count_include_pad, spec.divisor_override or 0)
