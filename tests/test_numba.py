@@ -146,7 +146,7 @@ def test_padding_wider_than_the_output_row(n):
 def test_unfolded_blocks_of_any_height_match(monkeypatch, rows, pads):
     # Blocks of a few output rows straddle images and start or end in the
     # padding; with unit strides and OW == W rows are gathered as runs.
-    monkeypatch.setattr(numba_backend._k(), "gemm_rows", lambda *args: rows)
+    monkeypatch.setattr(numba_backend, "gemm_rows", lambda *args: rows)
     x, w = _data((3, 2, 4, 5)), _data((2, 2, 3, 3), 1)
     kw = dict(padding=pads)
     np.testing.assert_allclose(fc.conv2d(x, w, backend="numba", **kw),

@@ -265,22 +265,6 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
                 _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
 
 
-def gemm_rows(n, oh, ow, ckk, nt):
-    """Output rows per block of conv2d_gemm: about 512 pixels (fewer when the
-    columns of a block would pass 4 MB), whole images when they are smaller,
-    and a block count that is a multiple of the threads. Blocks may straddle
-    images."""
-    pixels = max(64, min(512, (4 << 20) // (4 * ckk)))
-    total = n * oh
-    if oh * ow <= pixels:
-        per = max(1, min(pixels // (oh * ow), -(-n // nt)))
-        return oh * per
-    rows = max(1, pixels // ow)
-    blocks = -(-total // rows)
-    blocks = -(-blocks // nt) * nt
-    return -(-total // blocks)
-
-
 @_jit(parallel=True)
 def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, nt):
     """out <- act(conv(x, w) + bias) for groups == C: output channel k reads
@@ -353,7 +337,7 @@ def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, 
     gw_t is (nt, K, C/groups*KH*KW). Blocks of `rows` output rows as in
     conv2d_gemm: per group gw += gy @ cols^T and dcols = w^T @ gy, then dcols
     is added back at its taps. Blocks two apart touch disjoint input rows
-    (the caller makes rows >= (KH-1)*dh // sh), so the even blocks run in
+    (numba_backend.backward_rows sees to it), so the even blocks run in
     parallel, then the odd ones.
     """
     n_, k_, oh_, ow_ = g.shape
@@ -417,12 +401,6 @@ def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, 
                     if oh == oh_:
                         oh = 0
                         n += 1
-
-
-def backward_rows(rows, kh, dh, sh):
-    """conv2d_gemm_backward's block rows: at least (KH-1)*dh // sh, so blocks two
-    apart never add into the same input row."""
-    return max(rows, (kh - 1) * dh // sh)
 
 
 # --------------------------------------------------------------- unfolding

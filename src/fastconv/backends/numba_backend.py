@@ -47,6 +47,31 @@ def _threads(work: int, serial: int = _SERIAL_WORK) -> int:
     return n
 
 
+# ------------------------------------------------------- GEMM blocks
+
+
+def gemm_rows(n, oh, ow, ckk, nt):
+    """Output rows per block of _numba_kernels.conv2d_gemm: about 512 pixels
+    (fewer when the columns of a block would pass 4 MB), whole images when
+    they are smaller, and a block count that is a multiple of the threads.
+    Blocks may straddle images. Plain Python, so callers need no Numba."""
+    pixels = max(64, min(512, (4 << 20) // (4 * ckk)))
+    total = n * oh
+    if oh * ow <= pixels:
+        per = max(1, min(pixels // (oh * ow), -(-n // nt)))
+        return oh * per
+    rows = max(1, pixels // ow)
+    blocks = -(-total // rows)
+    blocks = -(-blocks // nt) * nt
+    return -(-total // blocks)
+
+
+def backward_rows(rows, kh, dh, sh):
+    """_numba_kernels.conv2d_gemm_backward's block rows: at least (KH-1)*dh // sh,
+    so blocks two apart never add into the same input row."""
+    return max(rows, (kh - 1) * dh // sh)
+
+
 # --------------------------------------------------------- BLAS threads
 
 
@@ -242,7 +267,7 @@ class NumbaBackend(Backend):
         blas = _blas_pin()
         if not blas.single:
             nt = 1  # BLAS runs its own threads: it owns the cores
-        rows = k.gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
+        rows = gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
         with blas:
             k.conv2d_gemm(x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw,
                           spec.groups, rows, nt)
@@ -262,8 +287,8 @@ class NumbaBackend(Backend):
         if not blas.single:
             nt = 1  # BLAS runs its own threads: it owns the cores
         w2 = weight.reshape(spec.k, -1)
-        rows = k.gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
-        rows = k.backward_rows(rows, spec.kh, spec.dilation[0], spec.stride[0])
+        rows = gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
+        rows = backward_rows(rows, spec.kh, spec.dilation[0], spec.stride[0])
         gi = np.zeros((n, c, h + top + bottom, w + left + right), spec.dtype)
         gw = np.zeros((nt, *w2.shape), spec.dtype)
         with blas:
