@@ -8,8 +8,6 @@ fold-back of the padding modes. Every backend that implements the op is tested.
 
 from __future__ import annotations
 
-import math
-import numbers
 
 import numpy as np
 import pytest
@@ -21,99 +19,11 @@ import fastconv as fc
 # ----------------------------------------------------------------- helpers
 
 
-def _backends_for(op: str) -> list[str]:
-    """Backends on which a trivial `op` call runs (not BackendUnavailableError)."""
-    x = np.zeros((1, 1, 1, 1), np.float32)
-    w = np.zeros((1, 1, 1, 1), np.float32)
-    trivial = {
-        "conv2d": lambda name: fc.conv2d(x, w, backend=name),
-        "conv2d_backward": lambda name: fc.conv2d_backward(x, x, w, backend=name),
-    }[op]
-    names = []
-    for name in fc.backends():
-        try:
-            trivial(name)
-        except fc.BackendUnavailableError:
-            continue
-        names.append(name)
-    return names
-
+# The shared oracles and helpers live with the forward tests.
+from test_conv2d import (DTYPES, MODES, _backends_for, _pair, assert_close,  # noqa: E402
+                         direct_conv2d, out_size, resolve_pads)
 
 BACKENDS = _backends_for("conv2d_backward")
-DTYPES = [np.float32, np.float64]
-MODES = ["zeros", "reflect", "replicate", "circular"]
-
-
-def assert_close(got, ref, dtype=None):
-    """API.md's tolerance: max abs error <= tol * (1 + max |ref|), tol by dtype."""
-    got = np.asarray(got)
-    ref = np.asarray(ref, np.float64)
-    dtype = np.dtype(got.dtype if dtype is None else dtype)
-    assert got.shape == ref.shape, (got.shape, ref.shape)
-    if ref.size == 0:
-        return
-    tol = {np.dtype(np.float32): 1e-4, np.dtype(np.float64): 1e-10}[dtype]
-    scale = 1.0 + np.abs(ref).max()
-    err = np.abs(got.astype(np.float64) - ref).max()
-    assert err <= tol * scale, f"max abs error {err:.3g} > {tol:g} * {scale:.3g}"
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, numbers.Integral) else tuple(v)
-
-
-def resolve_pads(padding, h, w, kh, kw, stride=1, dilation=1):
-    """(top, bottom, left, right) for every padding form, written from API.md."""
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        assert padding == "same"
-        pads = []
-        for size, k, s, d in ((h, kh, sh, dh), (w, kw, sw, dw)):
-            out = math.ceil(size / s)
-            total = max((out - 1) * s + d * (k - 1) + 1 - size, 0)
-            pads += [total // 2, total - total // 2]
-        return tuple(pads)
-    if isinstance(padding, numbers.Integral):
-        return (padding,) * 4
-    if isinstance(padding[0], (tuple, list)):
-        return (*padding[0], *padding[1])
-    return (padding[0], padding[0], padding[1], padding[1])
-
-
-def out_size(size, before, after, k, s, d):
-    return (size + before + after - d * (k - 1) - 1) // s + 1
-
-
-_NP_PAD = {"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-
-
-def direct_conv2d(x, w, b=None, stride=1, pads=(0, 0, 0, 0), dilation=1, groups=1,
-                  mode="zeros"):
-    """Cross-correlation by explicit loops over filters and output pixels, float64."""
-    x = np.asarray(x, np.float64)
-    w = np.asarray(w, np.float64)
-    top, bottom, left, right = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), mode=_NP_PAD[mode])
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
-    n, c, hp, wp = xp.shape
-    k, cg, kh, kw = w.shape
-    oh = (hp - dh * (kh - 1) - 1) // sh + 1
-    ow = (wp - dw * (kw - 1) - 1) // sw + 1
-    out = np.zeros((n, k, oh, ow))
-    kg = k // groups
-    for f in range(k):
-        g = f // kg
-        for i in range(oh):
-            for j in range(ow):
-                patch = xp[:, g * cg:(g + 1) * cg,
-                           i * sh:i * sh + dh * (kh - 1) + 1:dh,
-                           j * sw:j * sw + dw * (kw - 1) + 1:dw]
-                out[:, f, i, j] = (patch * w[f]).sum(axis=(1, 2, 3))
-    if b is not None:
-        out += np.asarray(b, np.float64)[None, :, None, None]
-    return out
 
 
 def _torch():
