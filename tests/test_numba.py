@@ -226,3 +226,28 @@ def test_an_empty_cache_dir_goes_from_cold_to_warm(tmp_path):
             "fc.avg_pool2d_backward(g, x.shape, 2, backend='numba')\n"
             "fc.max_pool2d(x, 2, backend='numba'); fc.avg_pool2d(x, 2, backend='numba')\n", env)
     assert _python(status, env).startswith("warm: ")
+
+
+# ------------------------------------------------------- pooling's checks
+
+
+def test_the_empty_window_check_matches_every_window_tap_by_tap():
+    # _params._pool_spec checks only the windows starting in the padding (in
+    # integers, for small calls' sake); here every window is checked tap by tap.
+    from fastconv import _params
+
+    for size, k, s, d, ceil_mode in np.ndindex(9, 7, 5, 5, 2):
+        size, k, s, d = size + 1, k + 1, s + 1, d + 1
+        for p in range(k // 2 + 1):
+            out = _params._pool_out_size(size, k, s, p, d, bool(ceil_mode))
+            if out < 1:
+                continue
+            taps = (np.arange(out) * s - p)[:, None] + d * np.arange(k)
+            empty = not ((taps >= 0) & (taps < size)).any(axis=1).all()
+            args = ("max", "max_pool2d", (1, 1, size, 1), True, (k, 1), (s, 1), (p, 0),
+                    (d, 1), bool(ceil_mode), True, None, False, np.dtype(np.float32))
+            if empty:
+                with pytest.raises(ValueError, match="holds no input element"):
+                    _params._pool_spec(*args)
+            else:
+                assert _params._pool_spec(*args).oh == out

@@ -422,13 +422,17 @@ def _pool_spec(kind, fn, shape, batched, kernel_size, stride, padding, dilation,
             raise ValueError(f"{fn}: input {in_shape} is too small for kernel_size "
                              f"({kh}, {kw}) with padding {padding} and dilation {dilation}: "
                              f"the output size along {axis} would be {out}")
-        # Every window must hold at least one input element (dilation can skip them all).
-        starts = np.arange(out) * s - p
-        taps = starts[:, None] + d * np.arange(k)[None, :]
-        if not ((taps >= 0) & (taps < size)).any(axis=1).all():
-            raise ValueError(f"{fn}: with kernel_size {k}, stride {s}, padding {p} and "
-                             f"dilation {d}, some window along {axis} (size {size}) "
-                             f"holds no input element")
+        # Every window must hold at least one input element (dilation can skip them
+        # all). A window starting at st >= 0 holds st (the last one starts inside the
+        # input), so only the first ceil(p / s) windows, starting in the padding, can
+        # miss: their first tap at or after 0 is st + d*ceil(-st / d).
+        for o in range(min(out, -(-p // s))):
+            st = o * s - p
+            j = -(st // d)  # ceil(-st / d)
+            if j >= k or st + d * j >= size:
+                raise ValueError(f"{fn}: with kernel_size {k}, stride {s}, padding {p} and "
+                                 f"dilation {d}, some window along {axis} (size {size}) "
+                                 f"holds no input element")
         sizes.append(out)
     return PoolSpec(kind=kind, n=n, c=c, h=h, w=w, kh=kh, kw=kw, stride=stride,
                     padding=padding, dilation=dilation, ceil_mode=ceil_mode,
