@@ -130,8 +130,18 @@ def conv2d(spec: ConvSpec, x, weight, bias, out) -> None:
     # One GEMM per group over the whole batch: one BLAS call keeps its threads
     # busy where one call per image made them wait on each other (on a loaded
     # machine, up to 4x slower), and costs only a transposed copy of the result.
-    w, cols = _weights(spec, weight), unfold_batch(x, spec)
-    if spec.groups == 1 and spec.n * spec.oh * spec.ow >= spec.k:
+    w = _weights(spec, weight)
+    if spec.groups == 1 and _is_pointwise(spec):
+        # The input already is the matrix: one product per image, straight
+        # into the output (2x faster than unfolding into one batch-wide one).
+        np.matmul(w[0], x.reshape(spec.n, spec.c, -1), out=out.reshape(spec.n, spec.k, -1))
+        _epilogue(spec, bias, out)
+        return
+    cols = unfold_batch(x, spec)
+    if spec.groups == 1 and spec.n == 1:
+        # One image: the wide product is already NCHW, no transposed copy.
+        np.matmul(w[0], cols[0], out=out.reshape(spec.k, -1))
+    elif spec.groups == 1 and spec.n * spec.oh * spec.ow >= spec.k:
         # One 2-D product with its long side first, as the textbook has it
         # (transposed views, no copies): OpenBLAS threads that better than a
         # stack of products or the wide orientation (24 against 36 ms on
@@ -141,6 +151,16 @@ def conv2d(spec: ConvSpec, x, weight, bias, out) -> None:
     else:
         y = w[0] @ cols[0] if spec.groups == 1 else np.matmul(w, cols)
         np.copyto(out, y.reshape(spec.k, spec.n, spec.oh, spec.ow).transpose(1, 0, 2, 3))
+    _epilogue(spec, bias, out)
+
+
+def _is_pointwise(spec: ConvSpec) -> bool:
+    """A 1x1 kernel at stride 1 without padding: unfolding is the identity."""
+    return ((spec.kh, spec.kw) == (1, 1) and spec.stride == (1, 1)
+            and not any(spec.pads))
+
+
+def _epilogue(spec: ConvSpec, bias, out) -> None:
     if bias is not None:
         out += bias[:, None, None]
     if spec.activation == "relu":
