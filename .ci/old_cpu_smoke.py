@@ -5,7 +5,7 @@ usage: python old_cpu_smoke.py EXPECTED_ISA_PATH
 Checks that the extension picked EXPECTED_ISA_PATH by itself (FASTCONV_ISA must
 be unset) and that conv2d (GEMM, direct/depthwise and 1x1 kernels), max/avg
 pooling, their gradients and im2col on the cpp backend match the NumPy
-reference, with one thread and with several (OpenMP).
+reference, with one thread and with several.
 """
 
 import os

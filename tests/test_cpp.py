@@ -4,9 +4,11 @@ large allocations. (The per-function test modules compare it with PyTorch and
 the reference through the public API.)"""
 
 import concurrent.futures
-import os
 import contextlib
+import multiprocessing
+import os
 import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
@@ -205,6 +207,44 @@ def test_concurrent_calls_from_python_threads_are_correct():
             for i, (conv, pooled) in enumerate(pool.map(work, range(len(xs)))):
                 assert conv.tobytes() == expected[i].tobytes()
                 assert pooled.tobytes() == expected_pool[i].tobytes()
+
+
+def test_calls_that_find_the_thread_pool_busy_run_alone_and_correct():
+    # A budget of 8 gives 4 concurrent calls 2 threads each: one gets the pool's
+    # workers, the others find it busy and run on their calling thread.
+    rng = np.random.default_rng(8)
+    xs = [rng.standard_normal((4, 8, 24, 24)).astype(np.float32) for _ in range(8)]
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = [fc.conv2d(x, w, padding=1, backend="cpp") for x in xs]
+    before = fc.get_num_threads()
+    fc.set_num_threads(8)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            for _ in range(3):
+                got = pool.map(lambda x: fc.conv2d(x, w, padding=1, backend="cpp"), xs)
+                for g, e in zip(got, expected):
+                    assert g.tobytes() == e.tobytes()
+    finally:
+        fc.set_num_threads(before)
+
+
+def _conv_with_two_threads(x, w):
+    fc.set_num_threads(2)
+    return fc.conv2d(x, w, padding=1, backend="cpp")
+
+
+def test_a_forked_child_runs_threaded_kernels():
+    # The pool's workers do not survive fork(): the child must start its own
+    # instead of waiting for threads it does not have.
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((4, 8, 40, 40)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    expected = _conv_with_two_threads(x, w)  # the parent's pool is up now
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        with multiprocessing.get_context("fork").Pool(1) as child:
+            got = child.apply_async(_conv_with_two_threads, (x, w)).get(timeout=60)
+    assert got.tobytes() == expected.tobytes()
 
 
 @pytest.mark.parametrize("op", ["conv2d", "max_pool2d", "avg_pool2d"])

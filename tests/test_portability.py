@@ -171,5 +171,3 @@ def test_fastconv_comes_from_the_installed_wheel():
     assert repo not in package.parents, package
     assert EXTENSION.resolve().parent == package
     assert fastconv.__version__ == _cpp.build_info()["version"]
-    libs = package.parent / "fastconv.libs"  # what auditwheel bundled
-    assert any(p.name.startswith("libgomp") for p in libs.iterdir()), list(libs.iterdir())

@@ -30,8 +30,7 @@ template <typename T>
 void pack_weights(const ConvShape& s, const Gemm& gm, int mr, const T* weight, T* ap,
                   int threads) {
     const i64 panels = ceil_div(gm.rows, mr);
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (i64 gp = 0; gp < s.groups * panels; ++gp) {
+    parallel_for(s.groups * panels, threads, [&](i64 gp) {
         const i64 g = gp / panels, panel = gp % panels;
         T* dst = ap + gp * gm.depth * mr;
         for (i64 p = 0; p < gm.depth; ++p) {
@@ -40,7 +39,7 @@ void pack_weights(const ConvShape& s, const Gemm& gm, int mr, const T* weight, T
                 dst[p * mr + r] = row < gm.rows ? weight[(g * gm.rows + row) * gm.depth + p] : T(0);
             }
         }
-    }
+    });
 }
 
 // Output pixels of one micro-panel that share an image row: columns
@@ -248,13 +247,11 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
     // depth blocks of (nearly) equal size, so that none is a short tail
     const i64 kc_max = ceil_div(gm.depth, ceil_div(gm.depth, B::kc));
 
-#pragma omp parallel num_threads(threads)
-    {
+    team(units, threads, [&](UnitQueue& q) {
         Workspace<T> ws;
         ws.bp.resize(B::kc * block_cols);
         ws.tile.resize(uk.mr * uk.nr);
-#pragma omp for schedule(dynamic)
-        for (i64 unit = 0; unit < units; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 g = unit / blocks;
             const i64 jb = (unit % blocks) * block_cols;
             const i64 je = std::min(jb + block_cols, gm.cols);
@@ -282,7 +279,7 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
                 }
             }
         }
-    }
+    });
 }
 
 template void conv2d_gemm<float>(const ConvShape&, const float*, const float*, const float*,

@@ -24,11 +24,9 @@ void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, 
     const i64 per_product = split.col_blocks * split.row_groups;
     const i64 units = s.n * s.groups * per_product;
     const int nt = threads_for(s.n * s.k * cg * pixels, units, threads);
-#pragma omp parallel num_threads(nt)
-    {
+    team(units, nt, [&](UnitQueue& q) {
         GemmWorkspace<T> ws;
-#pragma omp for schedule(static)
-        for (i64 unit = 0; unit < units; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 product = unit / per_product, part = unit % per_product;
             const i64 n = product / s.groups, g = product % s.groups;
             const i64 j0 = part % split.col_blocks * Blocking<T>::nc;
@@ -40,7 +38,7 @@ void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, 
                           std::min(Blocking<T>::nc, pixels - j0), i0,
                           std::min(kg, i0 + split.rows_per_group), ws);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -82,15 +80,14 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         fold_images(part, dcols.get(), grad_input + n0 * s.c * plane, threads);
     }
     const int nt = threads_for(s.n * s.k * pixels, s.k, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 k = 0; k < s.k; ++k) {
+    parallel_for(s.k, nt, [&](i64 k) {
         double sum = 0;  // in order, images then pixels
         for (i64 n = 0; n < s.n; ++n) {
             const T* gk = grad_out + (n * s.k + k) * pixels;
             for (i64 p = 0; p < pixels; ++p) sum += gk[p];
         }
         grad_bias[k] = T(sum);
-    }
+    });
 }
 
 template void conv2d_1x1<float>(const ConvShape&, const float*, const float*, const float*, float*,

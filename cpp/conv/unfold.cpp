@@ -30,8 +30,7 @@ template <typename T>
 void im2col_rows(const ConvShape& s, const T* x, T* out, int threads) {
     const i64 width = s.c * taps(s);
     const int nt = threads_for(s.n * s.oh * s.ow * width, s.n * s.oh, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 row = 0; row < s.n * s.oh; ++row) {
+    parallel_for(s.n * s.oh, nt, [&](i64 row) {
         const i64 n = row / s.oh, oh = row % s.oh;
         T* dst = out + row * s.ow * width;
         for (i64 c = 0; c < s.c; ++c) {
@@ -50,15 +49,14 @@ void im2col_rows(const ConvShape& s, const T* x, T* out, int threads) {
                 }
             }
         }
-    }
+    });
 }
 
 template <typename T>
 void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads) {
     const i64 width = s.c * taps(s);
     const int nt = threads_for(s.n * s.oh * s.ow * width, s.n * s.c, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 plane = 0; plane < s.n * s.c; ++plane) {
+    parallel_for(s.n * s.c, nt, [&](i64 plane) {
         const i64 n = plane / s.c, c = plane % s.c;
         T* dst = out + plane * s.h * s.w;
         std::fill(dst, dst + s.h * s.w, T(0));
@@ -76,15 +74,14 @@ void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads) {
                 }
             }
         }
-    }
+    });
 }
 
 template <typename T>
 void unfold_images(const ConvShape& s, const T* x, T* cols, int threads) {
     const i64 rows = s.c * taps(s), pixels = s.oh * s.ow, ld = s.n * pixels;
     const int nt = threads_for(rows * ld, rows * s.n, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 unit = 0; unit < rows * s.n; ++unit) {
+    parallel_for(rows * s.n, nt, [&](i64 unit) {
         const i64 r = unit / s.n, j = unit % s.n;
         const i64 c = r / taps(s), kh = (r / s.kw) % s.kh, kw = r % s.kw;
         const i64 offset = kw * s.dw - s.pad_left;
@@ -102,15 +99,14 @@ void unfold_images(const ConvShape& s, const T* x, T* cols, int threads) {
             for (i64 ow = cr.lo; ow < cr.hi; ++ow) dst[ow] = src[ow * s.sw];
             std::fill(dst + cr.hi, dst + s.ow, T(0));
         }
-    }
+    });
 }
 
 template <typename T>
 void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
     const i64 pixels = s.oh * s.ow, ld = s.n * pixels;
     const int nt = threads_for(s.c * taps(s) * ld, s.n * s.c, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 plane = 0; plane < s.n * s.c; ++plane) {
+    parallel_for(s.n * s.c, nt, [&](i64 plane) {
         const i64 j = plane / s.c, c = plane % s.c;
         T* dst = x + plane * s.h * s.w;
         std::fill(dst, dst + s.h * s.w, T(0));
@@ -127,7 +123,7 @@ void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
                 }
             }
         }
-    }
+    });
 }
 
 #define FASTCONV_UNFOLD(T)                                                       \

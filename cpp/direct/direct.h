@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../conv/conv2d.h"
+#include "../parallel.h"
 
 namespace fastconv {
 

@@ -2,7 +2,6 @@
 // with FASTCONV_ISA_NS naming the path. Everything here lives in that
 // namespace and calls no inline library code, so no function compiled for
 // one path can stand in for another's at link time.
-#include <omp.h>
 
 #include <cstdint>
 #include <new>
@@ -168,12 +167,10 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
     using I = typename TapInt<T>::type;
     const Units u = split_rows(s.planes, s.oh, threads);
     const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
-#pragma omp parallel num_threads(nt)
-    {
+    team(u.count, nt, [&](UnitQueue& q) {
         T* best = new T[s.ow];
         I* tap = new I[s.ow];
-#pragma omp for schedule(static)
-        for (i64 unit = 0; unit < u.count; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
             const T* plane = x + p * s.h * s.w;
             for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
@@ -189,7 +186,7 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
         }
         delete[] best;
         delete[] tap;
-    }
+    });
 }
 
 // Window size along one axis for output o, as PyTorch counts it.
@@ -226,16 +223,14 @@ template <typename T>
 void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int threads) {
     const Units u = split_rows(s.planes, s.oh, threads);
     const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
-#pragma omp parallel num_threads(nt)
-    {
+    team(u.count, nt, [&](UnitQueue& q) {
         T* sum = new T[s.ow];
         T* cols = new T[s.ow];  // the divisor's column factor
         for (i64 o = 0; o < s.ow; ++o)
             cols[o] = d.override_value > 0
                           ? T(1)
                           : T(avg_count(o, s.w, s.kw, s.sw, s.pw, d.count_include_pad));
-#pragma omp for schedule(static)
-        for (i64 unit = 0; unit < u.count; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
             const T* plane = x + p * s.h * s.w;
             for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
@@ -254,7 +249,7 @@ void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int t
         }
         delete[] sum;
         delete[] cols;
-    }
+    });
 }
 
 // acc[o] <- sum over (c, kh, kw) of weight * input, for output row oh of one
@@ -311,11 +306,9 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
     const Units u = split_rows(s.n * s.k, s.oh, threads);
     const int nt = threads_for(s.n * s.k * s.oh * s.ow * cg * s.kh * s.kw, u.count, threads);
-#pragma omp parallel num_threads(nt)
-    {
+    team(u.count, nt, [&](UnitQueue& q) {
         T* acc = new T[s.ow];
-#pragma omp for schedule(static)
-        for (i64 unit = 0; unit < u.count; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 plane = unit / u.row_blocks;  // n * K + k
             const i64 r0 = (unit % u.row_blocks) * u.rows_per_block;
             const i64 n = plane / s.k, k = plane % s.k, g = k / kg;
@@ -341,7 +334,7 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
             }
         }
         delete[] acc;
-    }
+    });
 }
 
 }  // namespace

@@ -12,14 +12,13 @@ void max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t
                        T* grad_input, int threads) {
     const i64 outs = s.oh * s.ow, plane = s.h * s.w;
     const int nt = threads_for(s.planes * (outs + plane), s.planes, threads);
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 p = 0; p < s.planes; ++p) {
+    parallel_for(s.planes, nt, [&](i64 p) {
         T* dst = grad_input + p * plane;
         std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
         const std::int64_t* at = indices + p * outs;
         for (i64 o = 0; o < outs; ++o) dst[at[o]] += g[o];  // in output order
-    }
+    });
 }
 
 template <typename T>
@@ -31,8 +30,7 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
         const i64 start = o * stride - pad, end = std::min(start + k, size + pad);
         return include_pad ? end - start : std::min(end, size) - std::max<i64>(start, 0);
     };
-#pragma omp parallel for num_threads(nt) schedule(static)
-    for (i64 p = 0; p < s.planes; ++p) {
+    parallel_for(s.planes, nt, [&](i64 p) {
         T* dst = grad_input + p * plane;
         std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
@@ -52,7 +50,7 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
                     for (i64 iw = w0; iw < w1; ++iw) dst[ih * s.w + iw] += share;
             }
         }
-    }
+    });
 }
 
 template void max_pool_backward<float>(const PoolShape&, const float*, const std::int64_t*, float*,

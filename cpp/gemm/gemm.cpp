@@ -155,18 +155,16 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
     const GemmSplit split = gemm_split<T>(m, n, threads);
     const i64 units = split.col_blocks * split.row_groups;
     const int nt = threads_for(m * n * std::max<i64>(k, 1), units, threads);
-#pragma omp parallel num_threads(nt)
-    {
+    team(units, nt, [&](UnitQueue& q) {
         GemmWorkspace<T> ws;
-#pragma omp for schedule(static)
-        for (i64 unit = 0; unit < units; ++unit) {
+        for (i64 unit; claim(q, unit);) {
             const i64 j0 = unit % split.col_blocks * Blocking<T>::nc;
             const i64 i0 = unit / split.col_blocks * split.rows_per_group;
             gemm_block(m, n, k, a, b, c, ldc, accumulate, bias, relu, j0,
                        std::min(Blocking<T>::nc, n - j0), i0,
                        std::min(m, i0 + split.rows_per_group), ws);
         }
-    }
+    });
 }
 
 #define FASTCONV_GEMM(T)                                                                 \

@@ -1,4 +1,4 @@
-"""One thread budget for everything a call runs: the C++ kernels (OpenMP), Numba's
+"""One thread budget for everything a call runs: the C++ kernels (their own thread pool), Numba's
 threads and the BLAS that NumPy and Numba call.
 
 The rule, for the budget B (set_num_threads, else FASTCONV_NUM_THREADS, else the
