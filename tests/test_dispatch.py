@@ -293,3 +293,31 @@ def test_explain_predicts_the_cpp_gemm_blocking():
     (blocks, size), = [(k, v) for k, v in ws.items() if k.startswith("B blocks")]
     assert f"KC 256 x {block_cols} columns" in blocks
     assert size == t * (256 * block_cols + mr * nr) * 4
+
+
+_G = np.ones((2, 3, 4, 4))
+_X8 = np.ones((2, 3, 8, 8))
+EXPLAINED_CALLS = {
+    "conv2d": ((_X8, np.ones((4, 3, 3, 3))), {}),
+    "conv2d_backward": ((np.ones((2, 4, 6, 6)), _X8, np.ones((4, 3, 3, 3))), {}),
+    "im2col": ((_X8, 3), {}),
+    "col2im": ((np.ones((72, 27)), (2, 3, 8, 8), 3), {}),
+    "max_pool2d": ((_X8, 2), {}),
+    "avg_pool2d": ((_X8, 2), {}),
+    "max_pool2d_backward": ((_G, _X8, 2), {}),
+    "avg_pool2d_backward": ((_G, _X8.shape, 2), {}),
+}
+
+
+@pytest.mark.parametrize("backend", ["auto", "cpp", "numba", "numpy"])
+@pytest.mark.parametrize("op", sorted(EXPLAINED_CALLS))
+def test_explain_plans_every_op_on_every_backend(op, backend):
+    if not fc.backends()[backend if backend != "auto" else "numpy"].available:
+        pytest.skip(f"{backend} is not available here")
+    args, kw = EXPLAINED_CALLS[op]
+    try:
+        plan = fc.explain(op, *args, backend=backend, **kw)
+    except fc.BackendUnavailableError:
+        pytest.skip(f"{backend} does not run {op}")
+    assert plan.op == op and plan.path.split("/")[0] in fc.backends()
+    assert plan.workspace_bytes >= 0 and str(plan)

@@ -16,8 +16,8 @@ AVX2 path, OpenBLAS 0.3.30, Numba 0.68, float32 unless noted), shared with
 other jobs: each figure is the best of 5-9 interleaved rounds, then the best
 of 3-4 such runs at different times; a single run's ratios moved by 20-30%,
 so a rule needs a consistent margin. One thread: on a loaded 2-core machine
-two-thread timings mostly measure OpenMP threads waiting for a core (cpp's
-lenet_c2 took 9 ms on 2 threads against 0.9 ms on one, and 0.9 ms with
+two-thread timings mostly measured OpenMP threads waiting for a core (cpp used OpenMP then;
+its lenet_c2 took 9 ms on 2 threads against 0.9 ms on one, and 0.9 ms with
 OMP_WAIT_POLICY=passive); where two-thread runs agreed they are quoted (2t).
 
     conv2d (time per call)               cpp     numba   numpy   rule
@@ -315,6 +315,11 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
     out = []
     if op in ("conv2d", "conv2d_backward") and s.padding_mode != "zeros" and any(s.pads):
         out.append((f"{s.padding_mode} pad copy", _padded(s) * item))
+    if op not in ("conv2d", "conv2d_backward"):
+        if op == "max_pool2d_backward":
+            out.append(("forward maxima and int64 indices",
+                        s.n * s.c * s.oh * s.ow * (item + 8)))
+        return out
     work = s.flops // 2 if op == "conv2d" else s.flops
     nt = 1 if work < numba_backend._SERIAL_WORK else threads
     ckk = s.c * s.kh * s.kw
@@ -339,8 +344,6 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
             out.append(("per-thread weight gradients", nt * s.k * cgkk * item))
             if any(s.pads):
                 out.append(("padded input gradient", _padded(s) * item))
-    elif op == "max_pool2d_backward":
-        out.append(("forward maxima and int64 indices", s.n * s.c * s.oh * s.ow * (item + 8)))
     return out
 
 
