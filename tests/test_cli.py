@@ -59,6 +59,9 @@ def test_bench_runs_every_op_checks_results_and_reports_the_machine(saved_run):
     assert "limits (measured in this run" in out and "copy" in out
     assert "noise (spread of the repeats" in out
     assert "\r" not in r.stderr  # no progress line when piped
+    # auto's contenders: what they ran, and how they fare against the fastest backend
+    assert out.count(": auto against the fastest backend of each layer") == 7
+    assert "autotuned: within 10% of the fastest on " in out and " ran cpp" in out
 
 
 def test_bench_json_compare_round_trip(saved_run, tmp_path):
@@ -69,13 +72,15 @@ def test_bench_json_compare_round_trip(saved_run, tmp_path):
         "conv2d", "conv2d_backward", "im2col", "max_pool2d", "max_pool2d_backward",
         "avg_pool2d", "avg_pool2d_backward"}
     assert all(len(c["times"]) == 2 for c in data["results"])
+    tuned = [c for c in data["results"] if c["contender"] == "autotuned"]
+    assert len(tuned) == 7 and all(c["path"] and c["first"] > 0 for c in tuned)
     new = tmp_path / "new.json"
     r = _cli("bench", "tiny", "--repeat", "2", "--no-torch", "--compare", str(old),
              "--json", str(new))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "compared with the run of " in r.stdout
     rows = [l for l in r.stdout.splitlines() if l.startswith("conv2d ") and "tiny" in l]
-    assert len(rows) == len(fc.backends()) + 1  # every backend and the textbook
+    assert len(rows) == len(fc.backends()) + 3  # every backend, auto, autotuned, the textbook
     assert "beyond the noise" in r.stdout
     assert json.loads(new.read_text())["settings"]["ops"] == ["conv2d"]
 

@@ -222,8 +222,18 @@ def run(op: str, spec, backend: str, execute):
     elif _tuning._enabled or (_tuning._enabled is None and _tuning.is_enabled()):
         impl = _autotuned(op, spec, execute)
     else:
-        impl = _auto(op, spec)[0]
+        impl = _auto_memo.get((op, spec))
+        if impl is None:
+            if len(_auto_memo) >= _AUTO_MEMO_SIZE:
+                _auto_memo.clear()
+            impl = _auto_memo[op, spec] = _auto(op, spec)[0]
     return _execute(impl, op, execute)
+
+
+# auto's pick per (op, spec): the rules are a pure function of the call, and
+# looking it up costs a tenth of evaluating them (a tiny call's dispatch time).
+_auto_memo: dict = {}
+_AUTO_MEMO_SIZE = 1024
 
 
 def select(op: str, spec, backend: str = "auto") -> tuple[Backend, tuple[tuple[str, str], ...]]:

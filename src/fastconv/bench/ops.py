@@ -38,6 +38,9 @@ OPS = ("conv2d", "conv2d_backward", "im2col", "max_pool2d", "max_pool2d_backward
        "avg_pool2d", "avg_pool2d_backward")
 CONV_OPS = ("conv2d", "conv2d_backward", "im2col")
 TEXTBOOK_OPS = ("conv2d", "im2col")
+# backend="auto" by its measured rules, and with autotuning on (each layer
+# tunes from scratch, so its first call shows what tuning costs).
+AUTO = ("auto", "autotuned")
 
 
 def table(op: str) -> tuple:
@@ -117,23 +120,49 @@ def work(op: str, layer, itemsize: int) -> float:
     return moved * itemsize / 1e9
 
 
-def _fc_call(op: str, layer, a: dict, backend: str) -> Callable[[], object]:
-    if op == "conv2d":
-        return lambda: fc.conv2d(a["x"], a["w"], backend=backend, **_conv_kw(layer))
-    if op == "conv2d_backward":
-        return lambda: fc.conv2d_backward(a["g"], a["x"], a["w"], backend=backend,
-                                          **_conv_kw(layer))
+def _fc_args(op: str, layer, a: dict) -> tuple[tuple, dict]:
+    """(args, kwargs) of the fastconv call of `op` on `layer`, backend aside."""
+    if op in ("conv2d", "conv2d_backward"):
+        args = (a["x"], a["w"]) if op == "conv2d" else (a["g"], a["x"], a["w"])
+        return args, _conv_kw(layer)
     if op == "im2col":
-        return lambda: fc.im2col(a["x"], (layer.kh, layer.kw), layer.stride, layer.padding,
-                                 backend=backend)
+        return (a["x"], (layer.kh, layer.kw), layer.stride, layer.padding), {}
     if op == "max_pool2d_backward":
-        return lambda: fc.max_pool2d_backward(a["g"], a["x"], backend=backend,
-                                              **_pool_kw(layer))
+        return (a["g"], a["x"]), _pool_kw(layer)
     if op == "avg_pool2d_backward":
-        return lambda: fc.avg_pool2d_backward(a["g"], a["x"].shape, backend=backend,
-                                              **_pool_kw(layer))
-    fn = getattr(fc, op)
-    return lambda: fn(a["x"], backend=backend, **_pool_kw(layer))
+        return (a["g"], a["x"].shape), _pool_kw(layer)
+    return (a["x"],), _pool_kw(layer)
+
+
+def _fc_call(op: str, layer, a: dict, backend: str) -> Callable[[], object]:
+    fn, (args, kw) = getattr(fc, op), _fc_args(op, layer, a)
+    return lambda: fn(*args, backend=backend, **kw)
+
+
+def _auto_call(op: str, layer, a: dict, tuned: bool) -> Callable[[], object]:
+    """backend="auto" with autotuning switched on (`tuned`) or off for the call."""
+    call = _fc_call(op, layer, a, "auto")
+
+    def run():
+        was = fc.autotune()
+        fc.autotune(tuned)
+        try:
+            return call()
+        finally:
+            fc.autotune(was)
+    return run
+
+
+def auto_choice(op: str, layer, a: dict, contender: str) -> str:
+    """The path an auto contender runs ("cpp/gemm", "numba"...), as explain() gives it:
+    the rules' pick, or with autotuning the winner of its latest timing."""
+    args, kw = _fc_args(op, layer, a)
+    was = fc.autotune()
+    fc.autotune(contender == "autotuned")
+    try:
+        return fc.explain(op, *args, **kw).path
+    finally:
+        fc.autotune(was)
 
 
 def _textbook_call(op: str, layer, a: dict) -> Callable[[], object]:
@@ -200,7 +229,7 @@ def backends_for(op: str, names=None) -> tuple[list[str], dict[str, str]]:
                                                                      backend=b)}[op]
     known = fc.backends()
     ok, skipped = [], {}
-    for name in names or known:
+    for name in known if names is None else names:
         if not known[name].available:
             skipped[name] = known[name].reason
             continue
@@ -223,6 +252,8 @@ def contenders(op: str, layer, a: dict, backends, torch=None,
 
 def contender_call(op: str, layer, a: dict, name: str, torch=None) -> Callable[[], object]:
     """The call of one contender by name."""
+    if name in AUTO:
+        return _auto_call(op, layer, a, tuned=name == "autotuned")
     if name == "textbook":
         return _textbook_call(op, layer, a)
     if name.startswith("torch"):

@@ -12,6 +12,8 @@ import json
 import statistics
 from dataclasses import asdict, dataclass, field
 
+import fastconv as fc
+
 from . import ops
 
 FORMAT = "fastconv-bench/1"
@@ -26,6 +28,8 @@ class Cell:
     unit: str  # "GFLOP/s" or "GB/s"
     times: list[float] = field(default_factory=list)  # per-call seconds, one per round
     error: str = ""  # how the result differed from the reference, or why it failed
+    first: float | None = None  # seconds of the first call (JIT compiles, autotuning)
+    path: str = ""  # what an auto contender ran ("cpp/gemm", "numba"...)
 
     @property
     def ok(self) -> bool:
@@ -115,14 +119,59 @@ def format_table(op: str, cells: list[Cell], dtype: str, limits) -> str:
             share = f"{c.rate / limit:.0%}" if limit else "-"
             sp = "-" if c.spread is None else f"{c.spread:.1%}"
             mark = " !" if c.error else ""
+            ran = f"  ran {c.path}" if c.path else ""
             lines.append(f"{label:<15} {c.contender:<9} {fmt_time(c.median):>10} "
                          f"{fmt_time(c.min):>10} {c.rate:>8.2f} {share:>6} "
-                         f"{_ratio(numpy_cell, c):>8} {_ratio(torch_cell, c):>8} {sp:>7}{mark}")
+                         f"{_ratio(numpy_cell, c):>8} {_ratio(torch_cell, c):>8} "
+                         f"{sp:>7}{mark}{ran}")
     problems = [f"  {c.layer} {c.contender}: {c.error}" for c in cells
                 if c.op == op and c.error]
     if problems:
         lines.append("! problems (marked ! above):")
         lines += problems
+    return "\n".join(lines)
+
+
+# AUTO_SLACK: how much slower than the fastest backend auto may be on a layer.
+AUTO_SLACK = 0.10
+
+
+def format_auto(op: str, cells: list[Cell]) -> str:
+    """Auto's contenders against the fastest fastconv backend of each layer
+    (medians), and what autotuning a layer's first call cost; "" without them."""
+    named = set(fc.backends())
+    rows, within, layers = [], {a: 0 for a in ops.AUTO}, 0
+    worst: dict[str, tuple[float, str]] = {}
+    for name in dict.fromkeys(c.layer for c in cells if c.op == op):
+        by = {c.contender: c for c in cells if c.op == op and c.layer == name and c.ok}
+        backends = [c for n, c in by.items() if n in named]
+        autos = [by[a] for a in ops.AUTO if a in by]
+        if not backends or not autos:
+            continue
+        best = min(backends, key=lambda c: c.median)
+        layers += 1
+        parts = []
+        for c in autos:
+            ratio = c.median / best.median
+            within[c.contender] += ratio <= 1 + AUTO_SLACK
+            if ratio > worst.get(c.contender, (0.0, ""))[0]:
+                worst[c.contender] = (ratio, name)
+            parts.append(f"{c.path:<12} {ratio:>5.2f}x")
+        tuned = by.get("autotuned")
+        first = fmt_time(tuned.first) if tuned and tuned.first is not None else "-"
+        rows.append(f"{name:<15} {best.contender:<6} {fmt_time(best.median):>10}  "
+                    + "  ".join(f"{p:<19}" for p in parts) + f" {first:>10}")
+    if not rows:
+        return ""
+    present = [a for a in ops.AUTO if a in worst]
+    head = (f"{'layer':<15} {'fastest':<6} {'median':>10}  "
+            + "  ".join(f"{a + ' (x fastest)':<19}" for a in present)
+            + f" {'1st tuned':>10}")
+    lines = [f"{op}: auto against the fastest backend of each layer (median time relative to "
+             f"it, < {1 + AUTO_SLACK:.2f}x is the aim); '1st tuned' is the first autotuned call, "
+             f"timing every candidate", head, "-" * len(head), *rows]
+    lines += [f"{a}: within {AUTO_SLACK:.0%} of the fastest on {within[a]} of {layers} layers, "
+              f"worst {worst[a][0]:.2f}x on {worst[a][1]}" for a in present]
     return "\n".join(lines)
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 import fastconv as fc
 
+from .. import _tuning
 from . import limits as limits_mod
 from . import ops, report
 from .report import Cell
@@ -96,6 +97,11 @@ def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
                   tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
     """(one cell per contender, notes on contenders that do not run this layer).
     Calls `tick` once after the checks and once per round."""
+    with _tuning.scratch():  # autotuning starts afresh on each layer, in memory only
+        return _measure_layer(op, layer, dtype, backends, torch, suite, tick)
+
+
+def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
     a = ops.inputs(op, layer, dtype)
     work = ops.work(op, layer, np.dtype(dtype).itemsize)
     calls = ops.contenders(op, layer, a, backends, torch)
@@ -104,7 +110,13 @@ def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
     for name, call in calls.items():
         cell = Cell(op, layer.name, name, work, ops.unit(op))
         try:
-            cell.error = ops.mismatch(op, name, call(), ref, layer)
+            start = time.perf_counter()
+            result = call()
+            cell.first = time.perf_counter() - start
+            cell.error = ops.mismatch(op, name, result, ref, layer)
+            del result
+            if name in ops.AUTO:
+                cell.path = ops.auto_choice(op, layer, a, name)
             call()  # the second untimed call
             once = _per_call(call, 1)
             live[name] = (call, max(1, min(10_000, math.ceil(suite.sample_time / once))))
@@ -188,7 +200,7 @@ def plan(op_args, layer_args, backend_args):
     them lands there; it is moved back to the layers here."""
     op_args = list(op_args or ["conv2d"])
     layer_args = list(layer_args or [])
-    known_backends = list(fc.backends())
+    known_backends = [*fc.backends(), *ops.AUTO]
     wanted_ops, wanted_backends = [], []
     for value in op_args:
         for v in str(value).split(","):
@@ -281,8 +293,13 @@ def main(args) -> int:
     blas_limit, blas_text = _blas_threads(threads)
     allocator = fix_allocator()
 
+    # Auto's contenders join by default, or when --backends names them.
+    auto = [n for n in backend_names or ops.AUTO if n in ops.AUTO]
+    named = [n for n in backend_names or () if n not in ops.AUTO]
     with blas_limit:
-        per_op = {op: ops.backends_for(op, backend_names) for op in chosen}
+        per_op = {op: ops.backends_for(op, None if backend_names is None else named)
+                  for op in chosen}
+        per_op = {op: (names + auto, skipped) for op, (names, skipped) in per_op.items()}
         header = {
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": limits_mod.machine(threads),
@@ -342,6 +359,10 @@ def main(args) -> int:
         if any(c.op == op for c in cells):
             print()
             print(report.format_table(op, cells, dtype.name, lim))
+            auto = report.format_auto(op, cells)
+            if auto:
+                print()
+                print(auto)
     print()
     for note in notes:
         print(note)
