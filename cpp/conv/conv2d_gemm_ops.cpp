@@ -41,6 +41,27 @@ void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, 
     });
 }
 
+/* grad_input[n][g*Cg + c] <- sum over i, a, b of grad_out[n][g*Kg + i] shifted by (a, b)
+   times weight[g*Kg + i][c][KH-1-a][KW-1-b]: conv2d of grad_out (stride 1) with padding
+   dilation*(K-1) - pad on each side, whose output is the input's size. */
+template <typename T>
+void input_gradient_as_conv(const ConvShape& s, const T* grad_out, const T* weight,
+                            T* grad_input, int threads) {
+    const i64 cg = s.c / s.groups, kg = s.k / s.groups, taps = s.kh * s.kw;
+    std::unique_ptr<T[]> flipped(new T[s.c * kg * taps]);
+    for (i64 g = 0; g < s.groups; ++g)
+        for (i64 c = 0; c < cg; ++c)
+            for (i64 i = 0; i < kg; ++i)
+                for (i64 t = 0; t < taps; ++t)
+                    flipped[((g * cg + c) * kg + i) * taps + t] =
+                        weight[((g * kg + i) * cg + c) * taps + taps - 1 - t];
+    ConvShape t = s;
+    t.c = s.k, t.h = s.oh, t.w = s.ow, t.k = s.c;
+    t.pad_top = s.dh * (s.kh - 1) - s.pad_top, t.pad_left = s.dw * (s.kw - 1) - s.pad_left;
+    t.oh = s.h, t.ow = s.w;
+    conv2d_gemm<T>(t, grad_out, flipped.get(), nullptr, grad_input, false, threads);
+}
+
 template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads) {
@@ -53,7 +74,16 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
     const i64 per_image = s.c * s.kh * s.kw * pixels;
     const i64 chunk = std::max<i64>(1, std::min(s.n, kChunkBytes / (per_image * i64(sizeof(T)))));
     // every element is written before it is read: no zero-filling
-    std::unique_ptr<T[]> cols(new T[per_image * chunk]), dcols(new T[per_image * chunk]);
+    // At stride 1 the input gradient is a convolution of grad_out with the
+    // filters flipped and transposed, padded to "full": the forward GEMM
+    // kernel computes it for the whole batch, with no im2col matrix to fold.
+    // It multiplies by the zeros of that padding too, so only where the input
+    // is hardly larger than the output ("same" padding).
+    const bool as_conv = s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
+                         s.pad_left <= s.dw * (s.kw - 1) && 4 * plane <= 5 * pixels;
+    if (as_conv) input_gradient_as_conv(s, grad_out, weight, grad_input, threads);
+    std::unique_ptr<T[]> cols(new T[per_image * chunk]);
+    std::unique_ptr<T[]> dcols(as_conv ? nullptr : new T[per_image * chunk]);
     std::unique_ptr<T[]> g(new T[s.k * pixels * chunk]);
     if (s.n == 0) std::fill(grad_weight, grad_weight + s.k * depth, T(0));
     for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
@@ -72,12 +102,13 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
             gemm<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
                     {cols.get() + grp * depth * cols_ld, 1, cols_ld},
                     grad_weight + grp * kg * depth, depth, n0 > 0, nullptr, false, threads);
+            if (as_conv) continue;
             /* dcols[grp*depth + q][p] <- sum_i weight[grp*Kg + i][q] * g[grp*Kg + i][p] */
             gemm<T>(depth, cols_ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, cols_ld, 1},
                     dcols.get() + grp * depth * cols_ld, cols_ld, false, nullptr, false,
                     threads);
         }
-        fold_images(part, dcols.get(), grad_input + n0 * s.c * plane, threads);
+        if (!as_conv) fold_images(part, dcols.get(), grad_input + n0 * s.c * plane, threads);
     }
     const int nt = threads_for(s.n * s.k * pixels, s.k, threads);
     parallel_for(s.k, nt, [&](i64 k) {
