@@ -73,10 +73,20 @@ def test_numba_threads_follow_fastconv_threads(threads):
         np.testing.assert_array_equal(idx, results[1][1][1])
 
 
-def test_small_calls_run_on_one_thread(threads):
+def test_small_calls_run_on_one_thread(threads, monkeypatch):
+    # nt == 1: the kernels then enter no parallel region
     fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    fc.conv2d(np.ones((1, 1, 8, 8)), np.ones((1, 1, 3, 3)), backend="numba")
-    assert numba.get_num_threads() == 1
+    k, seen = numba_backend._k(), []
+    for name in ("conv2d_gemm", "conv2d_depthwise", "max_pool2d"):
+        kernel = getattr(k, name)
+        monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name: (
+            seen.append((name, a[12] if name == "max_pool2d" else a[16 if "gemm" in name else 12])),
+            kernel(*a))[1])
+    x = np.ones((1, 2, 8, 8))
+    fc.conv2d(x, np.ones((2, 2, 3, 3)), backend="numba")
+    fc.conv2d(x, np.ones((2, 1, 3, 3)), groups=2, backend="numba")
+    fc.max_pool2d(x, 2, backend="numba")
+    assert seen == [("conv2d_gemm", 1), ("conv2d_depthwise", 1), ("max_pool2d", 1)]
 
 
 def test_more_threads_than_numba_has_are_capped(threads):
@@ -87,10 +97,11 @@ def test_more_threads_than_numba_has_are_capped(threads):
     assert numba.get_num_threads() == numba.config.NUMBA_NUM_THREADS
 
 
-def test_blas_is_single_threaded_only_while_the_conv_kernels_run():
-    pin = numba_backend._blas_pin()
+def test_blas_is_single_threaded_only_while_the_conv_kernels_run(threads):
+    pin = numba_backend._blas()
     if not pin.single:
-        pytest.skip("no known BLAS behind SciPy: the GEMM kernel runs on one Numba thread")
+        pytest.skip("NumPy's BLAS thread count is not settable: the GEMM kernel runs on one "
+                    "Numba thread")
     before = pin._get()
     with pin:
         assert pin._get() == 1
@@ -98,29 +109,59 @@ def test_blas_is_single_threaded_only_while_the_conv_kernels_run():
             assert pin._get() == 1
         assert pin._get() == 1
     assert pin._get() == before
-    fc.conv2d(_data((2, 8, 16, 16)), _data((4, 8, 3, 3)), backend="numba")
+    fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    fc.conv2d(_data((2, 8, 32, 32)), _data((8, 8, 3, 3)), backend="numba")
     assert pin._get() == before
 
 
+def test_the_gemm_is_numpys_blas():
+    blas = numba_backend._blas()
+    assert blas.reason == "" and set(blas.gemm) == {np.dtype(np.float32), np.dtype(np.float64)}
+    assert all(isinstance(a, int) and a for a in blas.gemm.values())
+
+
 def test_without_a_pinnable_blas_the_gemm_kernel_runs_on_one_thread(monkeypatch):
-    class Unpinned(numba_backend._BlasPin):
+    class Unpinned(numba_backend._Blas):
         def __init__(self):
             super().__init__()
             self._get = self._set = None
 
-    monkeypatch.setattr(numba_backend, "_blas", Unpinned())
-    x, w = _data((2, 8, 16, 16)), _data((4, 8, 3, 3), 1)
+    monkeypatch.setattr(numba_backend, "_blas_found", Unpinned())
+    x, w = _data((2, 8, 32, 32)), _data((8, 8, 3, 3), 1)
     np.testing.assert_allclose(fc.conv2d(x, w, padding=1, backend="numba"),
                                fc.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-5, atol=1e-4)
+    g = _data((2, 8, 32, 32), 2)
+    for got, ref in zip(fc.conv2d_backward(g, x, w, padding=1, backend="numba"),
+                        fc.conv2d_backward(g, x, w, padding=1, backend="numpy")):
+        np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3)
 
 
-def test_without_scipy_blas_conv_is_declined_and_auto_moves_on():
+def test_without_numpys_gemm_conv_is_declined_and_auto_moves_on():
     backend = numba_backend.NumbaBackend()
-    backend._gemm_reason = "Numba's np.dot needs SciPy's BLAS, which failed to import: test"
+    backend._gemm_reason = "NumPy's BLAS has no cblas_sgemm/cblas_dgemm: test"
     spec = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((1, 2, 3, 3))).spec
-    assert "SciPy" in backend.supports("conv2d", spec)
-    assert "SciPy" in backend.supports("conv2d_backward", spec)
+    assert "cblas" in backend.supports("conv2d", spec)
+    assert "cblas" in backend.supports("conv2d_backward", spec)
     assert backend.supports("max_pool2d", spec) == ""
+    depthwise = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((2, 1, 3, 3)), groups=2).spec
+    assert backend.supports("conv2d", depthwise) == ""  # no GEMM there
+
+
+def test_conv_runs_without_scipy():
+    # The GEMM is NumPy's BLAS, called by address: SciPy (Numba's np.dot) is not needed
+    out = _python("import sys; sys.modules['scipy'] = None  # as if not installed\n"
+                  "import numpy as np, fastconv as fc\n"
+                  "x = np.random.default_rng(0).standard_normal((2, 3, 8, 8))\n"
+                  "w = np.random.default_rng(1).standard_normal((4, 3, 3, 3))\n"
+                  "g = np.random.default_rng(2).standard_normal((2, 4, 6, 6))\n"
+                  "for dtype in (np.float32, np.float64):\n"
+                  "    a, b, c = x.astype(dtype), w.astype(dtype), g.astype(dtype)\n"
+                  "    y = fc.conv2d(a, b, backend='numba') - fc.conv2d(a, b, backend='numpy')\n"
+                  "    d = [p - q for p, q in zip(fc.conv2d_backward(c, a, b, backend='numba'),\n"
+                  "                               fc.conv2d_backward(c, a, b, backend='numpy'))]\n"
+                  "    print(max(abs(v).max() for v in [y, *d]) < 1e-4)\n"
+                  "print('scipy.linalg' in sys.modules)")
+    assert out.split() == ["True", "True", "False"]
 
 
 # ---------------------------------------------------------------- kernels

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -58,6 +59,56 @@ def _claim(typingctx, counter):
         ptr = cgutils.get_item_pointer(context, builder, aryty, ary,
                                        [context.get_constant(types.intp, 0)])
         return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "monotonic")
+
+    return sig, codegen
+
+
+@intrinsic
+def _gemm(typingctx, fn, ilp64, trans_a, trans_b, m, n, k, a, ao, lda, b, bo, ldb, beta, c,
+          co, ldc):
+    """c[co:] <- op(a[ao:]) @ op(b[bo:]) + beta * c[co:], row-major (M, N) by (K):
+    cblas_?gemm at address `fn` (NumPy's BLAS, found by numba_backend), its
+    integers 64-bit if `ilp64`; op transposes where trans_a / trans_b.
+
+    Flat arrays and offsets, no views: a view in a hot loop costs an atomic
+    reference count. The address comes in as an argument, so the kernels
+    stay cacheable."""
+    sig = types.void(fn, ilp64, trans_a, trans_b, m, n, k, a, ao, lda, b, bo, ldb, beta, c,
+                     co, ldc)
+
+    def codegen(context, builder, sig, args):
+        aty, bty, cty = sig.args[7], sig.args[10], sig.args[14]
+        ft = context.get_value_type(cty.dtype)
+        i32 = ir.IntType(32)
+
+        def i64(i):
+            return context.cast(builder, args[i], sig.args[i], types.int64)
+
+        def ptr(i, aryty, off):
+            data = context.make_array(aryty)(context, builder, args[i]).data
+            return builder.gep(data, [i64(off)])
+
+        def flag(i):
+            return context.cast(builder, args[i], sig.args[i], types.boolean)
+
+        def trans(i):  # CblasTrans 112, CblasNoTrans 111
+            return builder.select(flag(i), ir.Constant(i32, 112), ir.Constant(i32, 111))
+
+        beta_v = context.cast(builder, args[13], sig.args[13], cty.dtype)
+        pa, pb, pc = ptr(7, aty, 8), ptr(10, bty, 11), ptr(14, cty, 15)
+        ints = [i64(4), i64(5), i64(6), i64(9), i64(12), i64(16)]  # m n k lda ldb ldc
+        with builder.if_else(flag(1)) as (wide, narrow):
+            for it, block in ((ir.IntType(64), wide), (i32, narrow)):
+                with block:
+                    fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, it, it, it, ft,
+                                                           ft.as_pointer(), it, ft.as_pointer(),
+                                                           it, ft, ft.as_pointer(), it])
+                    mi, ni, ki, la, lb, lc = (v if it.width == 64 else builder.trunc(v, it)
+                                              for v in ints)
+                    builder.call(builder.inttoptr(i64(0), fnty.as_pointer()),
+                                 [ir.Constant(i32, 101), trans(2), trans(3), mi, ni, ki,
+                                  ir.Constant(ft, 1.0), pa, la, pb, lb, beta_v, pc, lc])
+        return context.get_dummy_value()
 
     return sig, codegen
 
@@ -208,25 +259,41 @@ def _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu):
 
 
 @_jit()
-def _group_dot(w2, cols, y, groups):
-    """y[group rows] <- w2[group rows] @ cols[group rows], one np.dot per group."""
-    kg = w2.shape[0] // groups
-    cgkk = cols.shape[0] // groups
+def _group_gemm(blas, ilp64, w2f, k_, cgkk, colsf, cb, yf, yb, p, groups):
+    """y (K, P) at yf[yb:] <- w2 (K, C/groups*KH*KW) @ cols (C*KH*KW, P) at
+    colsf[cb:], one GEMM per group."""
+    kg = k_ // groups
     for g in range(groups):
-        np.dot(w2[g * kg:(g + 1) * kg], cols[g * cgkk:(g + 1) * cgkk], y[g * kg:(g + 1) * kg])
+        _gemm(blas, ilp64, False, False, kg, p, cgkk, w2f, g * kg * cgkk, cgkk,
+              colsf, cb + g * cgkk * p, p, 0, yf, yb + g * kg * p, p)
 
 
 @_jit(parallel=True)
 def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                groups, rows, nt):
+                groups, rows, nt, blas, ilp64):
     """out <- act(conv(x, w) + bias) as GEMMs on unfolded blocks of `rows` output rows.
 
-    w2 is the weight as (K, C/groups*KH*KW). Each of the `nt` threads claims
-    blocks in turn: gathers the block's columns, multiplies per group with
-    np.dot (the caller keeps BLAS single-threaded), and writes the block with
-    bias and relu. A block holding exactly one image is multiplied into `out`
-    directly, and a 1x1 unit-stride unpadded one needs no gather.
+    w2 is the weight as (K, C/groups*KH*KW); blas, ilp64 the GEMM of _gemm.
+    Each of the `nt` threads claims blocks in turn: gathers the block's
+    columns, multiplies per group (the caller keeps BLAS single-threaded), and
+    writes the block with bias and relu. A block holding exactly one image is
+    multiplied into `out` directly, and a 1x1 unit-stride unpadded one needs no
+    gather. With nt == 1 no parallel region is entered.
     """
+    if nt == 1:
+        _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
+                       groups, rows, blas, ilp64, np.zeros(1, np.int64))
+        return
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
+                       groups, rows, blas, ilp64, counter)
+
+
+@_jit()
+def _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
+                   groups, rows, blas, ilp64, counter):
+    """conv2d_gemm's work for one thread: the blocks it claims from `counter`."""
     n_, k_, oh_, ow_ = out.shape
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
     ckk = c_ * kh * kw
@@ -237,32 +304,30 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
     whole = rows == oh_
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
-    counter = np.zeros(1, np.int64)
-    for _ in prange(nt):
-        colsbuf = np.empty(ckk * rows * ow_, x.dtype)
-        ybuf = np.empty(k_ * rows * ow_, x.dtype)
-        while True:
-            b = _claim(counter)
-            if b >= nblocks:
-                break
-            r0 = b * rows
-            r1 = min(total, r0 + rows)
-            p = (r1 - r0) * ow_
-            n0 = r0 // oh_
-            if whole:
-                yf, yb = outf, n0 * k_ * p
-            else:
-                yf, yb = ybuf, 0
-            y = yf[yb:yb + k_ * p].reshape((k_, p))
-            if whole and pointwise:
-                _group_dot(w2, x[n0].reshape((ckk, p)), y, groups)
-            else:
-                cols = colsbuf[:ckk * p].reshape((ckk, p))
-                _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
-                        dh, dw)
-                _group_dot(w2, cols, y, groups)
-            if not whole or has_bias or relu:
-                _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
+    w2f = w2.reshape(w2.size)
+    colsbuf = np.empty(0 if whole and pointwise else ckk * rows * ow_, x.dtype)
+    ybuf = np.empty(0 if whole else k_ * rows * ow_, x.dtype)
+    while True:
+        b = _claim(counter)
+        if b >= nblocks:
+            break
+        r0 = b * rows
+        r1 = min(total, r0 + rows)
+        p = (r1 - r0) * ow_
+        n0 = r0 // oh_
+        if whole:
+            yf, yb = outf, n0 * k_ * p
+        else:
+            yf, yb = ybuf, 0
+        if whole and pointwise:
+            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, xf, n0 * ckk * p, yf, yb, p,
+                        groups)
+        else:
+            _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
+                    dh, dw)
+            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, colsbuf, 0, yf, yb, p, groups)
+        if not whole or has_bias or relu:
+            _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
 
 
 @_jit(parallel=True)
@@ -273,8 +338,20 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
     One (image, channel) plane per task, claimed by `nt` threads, copied into
     a zero-padded buffer so taps need no bounds. With unit stride each tap is
     one multiply-add over all output rows at once, laid out at the padded
-    row pitch.
+    row pitch. With nt == 1 no parallel region is entered.
     """
+    if nt == 1:
+        _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
+                          np.zeros(1, np.int64))
+        return
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, counter)
+
+
+@_jit()
+def _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, counter):
+    """conv2d_depthwise's work for one thread: the planes it claims from `counter`."""
     n_, k_, oh_, ow_ = out.shape
     c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
     kh, kw = w.shape[2], w.shape[3]
@@ -287,16 +364,14 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
     span = (oh_ - 1) * wp + ow_ if unit else ow_
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
-    counter = np.zeros(1, np.int64)
-    for _ in prange(nt):
-        xp = np.empty(hp * wp, x.dtype)
-        acc = np.empty(span, x.dtype)
-        while True:
-            task = _claim(counter)
-            if task >= n_ * c_:
-                break
-            _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd, k_,
-                             oh_, ow_, m, hp, wp, rows, cols, span, sh, sw, top, left, dh, dw)
+    xp = np.empty(hp * wp, x.dtype)
+    acc = np.empty(span, x.dtype)
+    while True:
+        task = _claim(counter)
+        if task >= n_ * c_:
+            break
+        _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd, k_,
+                         oh_, ow_, m, hp, wp, rows, cols, span, sh, sw, top, left, dh, dw)
 
 
 @_jit()
@@ -330,11 +405,11 @@ def _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd
 
 @_jit(parallel=True)
 def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, groups,
-                         rows, nt):
-    """gi += the input gradient, gw_t[t] <- thread t's part of the weight gradient.
+                         rows, nt, blas, ilp64):
+    """gi += the input gradient, gw_t[t] += thread t's part of the weight gradient.
 
     gi (N, C, Hp, Wp) is zeroed and in padded coordinates (ih + top, iw + left);
-    gw_t is (nt, K, C/groups*KH*KW). Blocks of `rows` output rows as in
+    gw_t is (nt, K, C/groups*KH*KW), zeroed. Blocks of `rows` output rows as in
     conv2d_gemm: per group gw += gy @ cols^T and dcols = w^T @ gy, then dcols
     is added back at its taps. Blocks two apart touch disjoint input rows
     (numba_backend.backward_rows sees to it), so the even blocks run in
@@ -351,13 +426,13 @@ def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, 
     xf = x.reshape(x.size)
     gf = g.reshape(g.size)
     gif = gi.reshape(gi.size)
+    w2f = w2.reshape(w2.size)
+    gwf = gw_t.reshape(gw_t.size)
     for wave in range(2):
         for t in prange(nt):
             colsbuf = np.empty(ckk * rows * ow_, x.dtype)
             dcolsbuf = np.empty(ckk * rows * ow_, x.dtype)
             gybuf = np.empty(k_ * rows * ow_, x.dtype)
-            tmp = np.empty((kg, cgkk), x.dtype)
-            acc = gw_t[t]
             for b in range(wave + 2 * t, nblocks, 2 * nt):
                 r0 = b * rows
                 r1 = min(total, r0 + rows)
@@ -373,14 +448,13 @@ def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, 
                     if oh == oh_:
                         oh = 0
                         n += 1
-                cols = colsbuf[:ckk * p].reshape((ckk, p))
-                dcols = dcolsbuf[:ckk * p].reshape((ckk, p))
-                gy = gybuf[:k_ * p].reshape((k_, p))
                 for gr in range(groups):
                     k0, q0 = gr * kg, gr * cgkk
-                    np.dot(gy[k0:k0 + kg], cols[q0:q0 + cgkk].T, tmp)
-                    acc[k0:k0 + kg] += tmp
-                    np.dot(w2[k0:k0 + kg].T, gy[k0:k0 + kg], dcols[q0:q0 + cgkk])
+                    # gw[k0:] += gy[k0:] @ cols[q0:]^T; dcols[q0:] <- w2[k0:]^T @ gy[k0:]
+                    _gemm(blas, ilp64, False, True, kg, cgkk, p, gybuf, k0 * p, p,
+                          colsbuf, q0 * p, p, 1, gwf, (t * k_ + k0) * cgkk, cgkk)
+                    _gemm(blas, ilp64, True, False, cgkk, p, kg, w2f, k0 * cgkk, cgkk,
+                          gybuf, k0 * p, p, 0, dcolsbuf, q0 * p, p)
                 n = r0 // oh_
                 oh = r0 - n * oh_
                 # gi[n][c][oh*sh + i*dh][ow*sw + j*dw] += dcols[(c*KH + i)*KW + j][...]
@@ -569,11 +643,11 @@ def _max_tap_index(d, ind, db, s, sb, n, sw, first):
 def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     """out <- window maxima, idx (if want_idx) <- their flat positions ih*W + iw.
 
-    Output rows (n, c, oh) in chunks claimed by `nt` threads.
-    With indices the taps run in row-major window order, each over the whole
-    output row. Without, the window's rows are reduced first (contiguous),
-    then its columns. Either way NaN wins (at its first position) and ties
-    keep the first maximum.
+    Output rows (n, c, oh) in chunks claimed by `nt` threads (for nt == 1 all
+    in one, no parallel region). With indices the taps run in row-major
+    window order, each over the whole output row. Without, the window's rows
+    are reduced first (contiguous), then its columns. Either way NaN wins (at
+    its first position) and ties keep the first maximum.
     """
     n_, c_, oh_, ow_ = out.shape
     h, w = x.shape[2], x.shape[3]
@@ -581,9 +655,13 @@ def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
     idxf = idx.reshape(idx.size)
-    chunk = max(1, total // (16 * nt))
     spans = _spans(ow_, kw, sw, dw, pw, w)
     lo, hi = _inside(ow_, w, sw, kw, dw, pw)
+    if nt == 1:
+        _max_pool_rows(xf, outf, idxf, want_idx, np.empty(w, x.dtype), spans, lo, hi, 0, total,
+                       h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
+        return
+    chunk = max(1, total // (16 * nt))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
         vm = np.empty(w, x.dtype)

@@ -20,13 +20,17 @@ _kernels = None
 
 def _k():
     """The kernels module (imports Numba on first use)."""
-    global _kernels
+    global _kernels, _numba
     if _kernels is None:
+        import numba
+
         from . import _numba_kernels
 
-        _kernels = _numba_kernels
+        _numba, _kernels = numba, _numba_kernels
     return _kernels
 
+
+_numba = None
 
 # Below this many multiply-adds a call runs on one thread: waking a second one
 # costs more than it saves. Pooling and unfolding count elements or taps, which
@@ -35,15 +39,24 @@ _SERIAL_WORK = 1 << 18
 _SERIAL_TAPS = 1 << 16
 
 
-def _threads(work: int, serial: int = _SERIAL_WORK) -> int:
-    """Make Numba use fastconv's thread count (capped by Numba's pool, and 1
-    for work below `serial`); return it."""
-    import numba
-
+def _nt(work: int, serial: int = _SERIAL_WORK) -> int:
+    """The threads for `work`: 1 below `serial`, else fastconv's thread count
+    capped by Numba's pool, which Numba is then set to use. For kernels that
+    take it as `nt` and enter no parallel region for 1. Call _k() first."""
+    if work < serial:
+        return 1
     from .._threads import get_num_threads
 
-    n = 1 if work < serial else min(get_num_threads(), numba.config.NUMBA_NUM_THREADS)
-    numba.set_num_threads(n)
+    n = min(get_num_threads(), _numba.config.NUMBA_NUM_THREADS)
+    _numba.set_num_threads(n)
+    return n
+
+
+def _threads(work: int, serial: int = _SERIAL_WORK) -> int:
+    """_nt for kernels whose parallel loop runs anyway: Numba is set to 1 too."""
+    n = _nt(work, serial)
+    if n == 1:
+        _numba.set_num_threads(1)
     return n
 
 
@@ -72,53 +85,74 @@ def backward_rows(rows, kh, dh, sh):
     return max(rows, (kh - 1) * dh // sh)
 
 
-# --------------------------------------------------------- BLAS threads
+# ------------------------------------------------------------------ BLAS
+
+# NumPy's BLAS by symbol: (sgemm, dgemm, 64-bit integers, thread count get, set).
+# NumPy's wheels carry scipy-openblas (ILP64); other builds link a plain one.
+_CBLAS = (
+    ("scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_", True,
+     "scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+    ("scipy_cblas_sgemm", "scipy_cblas_dgemm", False,
+     "scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+    ("cblas_sgemm64_", "cblas_dgemm64_", True,
+     "openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+    ("cblas_sgemm", "cblas_dgemm", False, "openblas_get_num_threads", "openblas_set_num_threads"),
+    ("cblas_sgemm", "cblas_dgemm", False, "MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+)
 
 
-class _BlasPin:
-    """Keeps the BLAS behind Numba's np.dot (SciPy's) single-threaded while the
-    conv kernels run, so Numba's threads own the cores; restores it after.
+def _numpy_blas_handles():
+    """ctypes handles in which NumPy's BLAS symbols may be found: NumPy's
+    extension module (dlsym searches the libraries it links), then the BLAS
+    libraries threadpoolctl finds in NumPy's directories."""
+    import numpy as np
 
-    Finds the library through SciPy's cython_blas and knows OpenBLAS (plain or
-    scipy_ prefixed) and MKL. When none is found, `single` is False and the
-    caller runs the GEMM kernel on one Numba thread instead.
+    core = getattr(np, "_core", None) or np.core
+    yield ctypes.CDLL(core._multiarray_umath.__file__)
+    from threadpoolctl import ThreadpoolController
+
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        if os.path.basename(os.path.dirname(lib.filepath)).startswith("numpy"):
+            yield ctypes.CDLL(lib.filepath)
+
+
+class _Blas:
+    """NumPy's own BLAS, which the GEMM kernels call by address (cblas_?gemm),
+    and its thread count, held at 1 while Numba's threads call it.
+
+    `reason` is '' when a GEMM was found. `single` is False when the thread
+    count cannot be set; the caller then runs the GEMM kernels on one Numba
+    thread and lets BLAS run its own.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._users = 0
         self._saved = None
+        self.gemm = {}  # dtype -> function address
+        self.ilp64 = False
         self._get = self._set = None
+        self.reason = "NumPy's BLAS has no cblas_sgemm/cblas_dgemm the numba backend knows"
         try:
             self._find()
-        except Exception:  # no SciPy BLAS, no dladdr (not Linux), an unknown BLAS
-            self._get = self._set = None
+        except Exception as exc:  # no dlsym (an unknown platform), an unloadable library
+            self.reason = f"NumPy's BLAS could not be found: {exc}"
 
     def _find(self):
-        import scipy.linalg.cython_blas as cython_blas
-
-        handle = ctypes.CDLL(cython_blas.__file__)
-        sgemm = None
-        for name in ("scipy_sgemm_", "sgemm_", "sgemm"):
-            sgemm = getattr(handle, name, None)
-            if sgemm is not None:
-                break
-
-        class DlInfo(ctypes.Structure):
-            _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
-                        ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
-
-        info = DlInfo()
-        if sgemm is None or not ctypes.CDLL(None).dladdr(ctypes.cast(sgemm, ctypes.c_void_p),
-                                                          ctypes.byref(info)):
-            return
-        lib = ctypes.CDLL(os.fsdecode(info.fname))
-        for get, set_ in (("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-                          ("openblas_get_num_threads", "openblas_set_num_threads"),
-                          ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads")):
-            if hasattr(lib, get) and hasattr(lib, set_):
-                self._get, self._set = getattr(lib, get), getattr(lib, set_)
-                self._set.argtypes = [ctypes.c_int]
+        for handle in _numpy_blas_handles():
+            for sgemm, dgemm, ilp64, get, set_ in _CBLAS:
+                s, d = getattr(handle, sgemm, None), getattr(handle, dgemm, None)
+                if s is None or d is None:
+                    continue
+                self.gemm = {np.dtype(np.float32): ctypes.cast(s, ctypes.c_void_p).value,
+                             np.dtype(np.float64): ctypes.cast(d, ctypes.c_void_p).value}
+                self.ilp64 = ilp64
+                self.reason = ""
+                if hasattr(handle, get) and hasattr(handle, set_):
+                    self._get, self._set = getattr(handle, get), getattr(handle, set_)
+                    self._set.argtypes = [ctypes.c_int]
+                    return
+            if self.gemm:
                 return
 
     @property
@@ -143,25 +177,17 @@ class _BlasPin:
                     self._set(self._saved)
 
 
-_blas = None
+_blas_found = None
 _blas_lock = threading.Lock()
 
 
-def _blas_pin() -> _BlasPin:
-    global _blas
-    with _blas_lock:
-        if _blas is None:
-            _blas = _BlasPin()
-    return _blas
-
-
-def _has_scipy_blas() -> str:
-    """'' if SciPy's BLAS (which Numba's np.dot calls) imports, else why not."""
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401
-    except Exception as exc:
-        return f"Numba's np.dot needs SciPy's BLAS, which failed to import: {exc}"
-    return ""
+def _blas() -> _Blas:
+    global _blas_found
+    if _blas_found is None:
+        with _blas_lock:
+            if _blas_found is None:
+                _blas_found = _Blas()
+    return _blas_found
 
 
 # ------------------------------------------------------------ cache status
@@ -232,9 +258,9 @@ class NumbaBackend(Backend):
     def supports(self, op: str, spec) -> str:
         if why := super().supports(op, spec):
             return why
-        if op in ("conv2d", "conv2d_backward"):
+        if op == "conv2d_backward" or (op == "conv2d" and spec.groups != spec.c):
             if self._gemm_reason is None:
-                self._gemm_reason = _has_scipy_blas()
+                self._gemm_reason = _blas().reason
             if self._gemm_reason:
                 return f"the numba backend's {op}: {self._gemm_reason}"
         return ""
@@ -250,8 +276,7 @@ class NumbaBackend(Backend):
     # ---------------------------------------------------------- ops
 
     def conv2d(self, spec, x, weight, bias, out) -> None:
-        k = _k()
-        nt = _threads(spec.flops // 2)
+        k = _kernels or _k()
         top, _, left, _ = spec.pads
         if spec.padding_mode != "zeros":  # pad a copy; the kernels pad with zeros only
             from . import numpy_ref
@@ -261,16 +286,21 @@ class NumbaBackend(Backend):
         args = (self._bias(bias, spec.dtype), bias is not None, spec.activation == "relu", out)
         (sh, sw), (dh, dw) = spec.stride, spec.dilation
         if spec.c == spec.groups:
-            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw, nt)
+            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw,
+                               _nt(spec.flops // 2))
             return
+        blas = _blas()
+        # Without a settable BLAS thread count, BLAS runs its own threads: it owns the cores.
+        nt = _nt(spec.flops // 2) if blas.single else 1
         w2 = weight.reshape(spec.k, -1)
-        blas = _blas_pin()
-        if not blas.single:
-            nt = 1  # BLAS runs its own threads: it owns the cores
         rows = gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
-        with blas:
-            k.conv2d_gemm(x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw,
-                          spec.groups, rows, nt)
+        call = (x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw, spec.groups, rows,
+                nt, blas.gemm[spec.dtype], blas.ilp64)
+        if nt == 1:  # BLAS may thread (it will not on small products)
+            k.conv2d_gemm(*call)
+        else:
+            with blas:
+                k.conv2d_gemm(*call)
 
     def conv2d_backward(self, spec, grad_out, x, weight):
         """-> (grad_input, grad_weight, grad_bias); grad_bias by NumPy, as the reference."""
@@ -282,10 +312,8 @@ class NumbaBackend(Backend):
             x = _readonly(np.ascontiguousarray(numpy_ref.pad(x, spec.pads, spec.padding_mode)))
             top = bottom = left = right = 0
         n, c, h, w = x.shape
-        nt = _threads(spec.flops)
-        blas = _blas_pin()
-        if not blas.single:
-            nt = 1  # BLAS runs its own threads: it owns the cores
+        blas = _blas()
+        nt = _threads(spec.flops) if blas.single else _threads(0)
         w2 = weight.reshape(spec.k, -1)
         rows = gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
         rows = backward_rows(rows, spec.kh, spec.dilation[0], spec.stride[0])
@@ -293,7 +321,8 @@ class NumbaBackend(Backend):
         gw = np.zeros((nt, *w2.shape), spec.dtype)
         with blas:
             k.conv2d_gemm_backward(x, w2, grad_out, gi, gw, spec.kh, spec.kw, *spec.stride,
-                                   top, left, *spec.dilation, spec.groups, rows, nt)
+                                   top, left, *spec.dilation, spec.groups, rows, nt,
+                                   blas.gemm[spec.dtype], blas.ilp64)
         if spec.padding_mode != "zeros":
             gi = numpy_ref.pad_adjoint(gi, spec.pads, spec.padding_mode, spec.h, spec.w)
         else:
@@ -301,19 +330,22 @@ class NumbaBackend(Backend):
         return gi, gw.sum(axis=0).reshape(weight.shape), grad_out.sum(axis=(0, 2, 3))
 
     def im2col(self, spec, x, out) -> None:
+        _k()
         _threads(out.size, _SERIAL_TAPS)
         top, _, left, _ = spec.pads
         _k().im2col(x, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def col2im(self, spec, cols, out) -> None:
+        _k()
         _threads(cols.size, _SERIAL_TAPS)
         top, _, left, _ = spec.pads
         _k().col2im(cols, out, spec.kh, spec.kw, *spec.stride, top, left, *spec.dilation,
                     spec.oh, spec.ow)
 
     def max_pool2d(self, spec, x, out, indices) -> None:
-        nt = _threads(out.size * spec.kh * spec.kw, _SERIAL_TAPS)
+        _kernels or _k()
+        nt = _nt(out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         want = indices is not None
         if not want:
             indices = self._no_indices()
@@ -321,6 +353,7 @@ class NumbaBackend(Backend):
                         *spec.padding, *spec.dilation, nt)
 
     def avg_pool2d(self, spec, x, out) -> None:
+        _k()
         _threads(out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         _k().avg_pool2d(x, out, spec.kh, spec.kw, *spec.stride, *spec.padding,
                         spec.count_include_pad, spec.divisor_override or 0)
@@ -335,6 +368,7 @@ class NumbaBackend(Backend):
         return grad
 
     def avg_pool2d_backward(self, spec, grad_out):
+        _k()
         _threads(grad_out.size * spec.kh * spec.kw, _SERIAL_TAPS)
         grad = np.empty((spec.n, spec.c, spec.h, spec.w), spec.dtype)
         _k().avg_pool2d_backward(grad_out, grad, spec.kh, spec.kw, *spec.stride, *spec.padding,
