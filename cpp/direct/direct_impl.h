@@ -255,7 +255,9 @@ void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int t
 // acc[o] <- sum over (c, kh, kw) of weight * input, for output row oh of one
 // filter. Inside the row's interior, Lanes<T>::n outputs at a time sum the
 // whole window in a register; the rest go tap by tap, in the same order.
-template <typename T, int SW>
+// K > 0: a depthwise filter (one channel), K x K, no dilation: its taps stay
+// broadcast in registers for the whole row (same sums, same order).
+template <typename T, int SW, int K = 0>
 void conv_row(const ConvShape& s, const T* __restrict image, const T* __restrict filter, i64 oh,
               T* __restrict acc) {
     using V = typename Lanes<T>::V;
@@ -269,7 +271,23 @@ void conv_row(const ConvShape& s, const T* __restrict image, const T* __restrict
     while (kh0 < s.kh && ih0 + kh0 * s.dh < 0) ++kh0;
     while (kh1 > kh0 && ih0 + (kh1 - 1) * s.dh >= s.h) --kh1;
     const i64 vec_end = in.last - in.first >= L ? in.last : in.first;
-    for (i64 next = in.first; next < vec_end; next += L) {
+    if constexpr (K > 0) {
+        V taps[K][K];
+        for (int kh = 0; kh < K; ++kh)
+            for (int kw = 0; kw < K; ++kw) taps[kh][kw] = V{} + filter[kh * K + kw];
+        const T* rows = image + ih0 * s.w - s.pad_left;
+        for (i64 next = in.first; next < vec_end; next += L) {
+            const i64 o = next + L <= vec_end ? next : vec_end - L;  // the last may overlap
+            V sum = V{};
+            for (i64 kh = kh0; kh < kh1; ++kh) {
+                const T* row = rows + kh * s.w + o * sw;
+                for (int kw = 0; kw < K; ++kw)
+                    sum += taps[kh][kw] * load_strided<T, SW>(row + kw, sw);
+            }
+            store(acc + o, sum);
+        }
+    }
+    for (i64 next = in.first; K == 0 && next < vec_end; next += L) {
         const i64 o = next + L <= vec_end ? next : vec_end - L;  // the last may overlap
         V sum = V{};
         for (i64 c = 0; c < cg; ++c) {
@@ -306,6 +324,9 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
     const Units u = split_rows(s.n * s.k, s.oh, threads);
     const int nt = threads_for(s.n * s.k * s.oh * s.ow * cg * s.kh * s.kw, u.count, threads);
+    // depthwise 3x3 and 5x5 without dilation: conv_row with the window fixed
+    const int square = cg == 1 && s.kh == s.kw && s.dh == 1 && s.dw == 1 &&
+                       (s.kh == 3 || s.kh == 5) ? int(s.kh) : 0;
     team(u.count, nt, [&](UnitQueue& q) {
         T* acc = new T[s.ow];
         for (i64 unit; claim(q, unit);) {
@@ -315,7 +336,15 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
             const T* image = x + (n * s.c + g * cg) * s.h * s.w;
             const T* filter = weight + k * cg * s.kh * s.kw;
             for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
-                if (s.sw == 1)
+                if (square == 3 && s.sw == 1)
+                    conv_row<T, 1, 3>(s, image, filter, oh, acc);
+                else if (square == 3 && s.sw == 2)
+                    conv_row<T, 2, 3>(s, image, filter, oh, acc);
+                else if (square == 5 && s.sw == 1)
+                    conv_row<T, 1, 5>(s, image, filter, oh, acc);
+                else if (square == 5 && s.sw == 2)
+                    conv_row<T, 2, 5>(s, image, filter, oh, acc);
+                else if (s.sw == 1)
                     conv_row<T, 1>(s, image, filter, oh, acc);
                 else if (s.sw == 2)
                     conv_row<T, 2>(s, image, filter, oh, acc);
