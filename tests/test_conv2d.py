@@ -1029,3 +1029,21 @@ def test_boundary_arguments_are_accepted(backend):
     assert fc.conv2d(x, np.ones((2, 2, 2, 2)), dilation=(3, 4), backend=backend).shape == (1, 2, 1, 1)
     # 3x3 of ones over all-ones, 2 channels: every valid output is 18
     np.testing.assert_array_equal(fc.conv2d(x, w, backend=backend), np.full((1, 2, 2, 3), 18.0))
+
+
+def test_a_repeated_call_is_validated_like_the_first():
+    # Repeated calls reuse the first one's checked spec (keyed by shapes, dtypes
+    # and options): what differs must still be checked and converted.
+    x = np.arange(2 * 3 * 6 * 6, dtype=np.float32).reshape(2, 3, 6, 6)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    first = fc.conv2d(x, w, padding=1, backend="numpy")
+    again = fc.conv2d(np.asfortranarray(x), w, padding=1, backend="numpy")
+    np.testing.assert_array_equal(again, first)
+    assert fc.conv2d(x.astype(np.float64), w, padding=1).dtype == np.float64
+    assert fc.conv2d(x[0], w, padding=1).shape == (4, 6, 6)
+    for bad, error in ((dict(padding=1.0), TypeError), (dict(stride=True), TypeError),
+                       (dict(groups=2), ValueError), (dict(padding_mode=["zeros"]), ValueError)):
+        with pytest.raises(error):
+            fc.conv2d(x, w, **{"padding": 1, **bad})
+    with pytest.raises(ValueError, match="channel mismatch"):
+        fc.conv2d(x[:, :2], w, padding=1)

@@ -271,9 +271,45 @@ def _conv_geometry(fn: str, in_shape, n, c, h, w, kh, kw, stride, padding, dilat
 # ------------------------------------------------------------ conv2d
 
 
+# Specs of recent conv2d calls by their arguments' shapes, dtypes and options:
+# a repeated call (a layer in a training loop) skips the checks, which cost a
+# tiny call more than its arithmetic. Only exact ndarrays and int or str
+# options (True == 1 and 1.0 == 1 as keys, but only 1 passes the checks).
+_conv_specs: dict = {}
+_CONV_SPECS_SIZE = 512
+_KEY_TYPES = (int, str)
+
+
 def conv2d(x, weight, bias, stride, padding, dilation, groups, padding_mode,
            activation, fn="conv2d"):
     """-> (ConvSpec, x4, weight, bias) for conv2d."""
+    key = None
+    if (type(x) is np.ndarray and type(weight) is np.ndarray
+            and (bias is None or type(bias) is np.ndarray)
+            and type(stride) in _KEY_TYPES and type(padding) in _KEY_TYPES
+            and type(dilation) in _KEY_TYPES and type(groups) in _KEY_TYPES):
+        key = (fn, x.shape, x.dtype, weight.shape, weight.dtype,
+               None if bias is None else (bias.shape, bias.dtype),
+               stride, padding, dilation, groups, padding_mode, activation)
+        try:
+            spec = _conv_specs.get(key)
+        except TypeError:  # an unhashable padding_mode or activation
+            spec = key = None
+        if spec is not None:
+            x4 = x if spec.batched else x[np.newaxis]
+            return (spec, _readonly(x4, spec.dtype), _readonly(weight, spec.dtype),
+                    None if bias is None else _readonly(bias, spec.dtype))
+    spec, x4, weight, bias = _conv2d(x, weight, bias, stride, padding, dilation, groups,
+                                     padding_mode, activation, fn)
+    if key is not None:
+        if len(_conv_specs) >= _CONV_SPECS_SIZE:
+            _conv_specs.clear()
+        _conv_specs[key] = spec
+    return spec, x4, weight, bias
+
+
+def _conv2d(x, weight, bias, stride, padding, dilation, groups, padding_mode,
+            activation, fn):
     x = _array(x, "x")
     weight = _array(weight, "weight")
     named = {"x": x, "weight": weight}
