@@ -2,6 +2,7 @@
 single-threaded inside its threads, the on-disk kernel cache and its report.
 Results of every op are tested with the other backends, per function family."""
 
+import inspect
 import json
 import os
 import re
@@ -79,9 +80,9 @@ def test_small_calls_run_on_one_thread(threads, monkeypatch):
     k, seen = numba_backend._k(), []
     for name in ("conv2d_gemm", "conv2d_depthwise", "max_pool2d"):
         kernel = getattr(k, name)
-        monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name: (
-            seen.append((name, a[12] if name == "max_pool2d" else a[16 if "gemm" in name else 12])),
-            kernel(*a))[1])
+        nt = list(inspect.signature(kernel.py_func).parameters).index("nt")
+        monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name, nt=nt: (
+            seen.append((name, a[nt])), kernel(*a))[1])
     x = np.ones((1, 2, 8, 8))
     fc.conv2d(x, np.ones((2, 2, 3, 3)), backend="numba")
     fc.conv2d(x, np.ones((2, 1, 3, 3)), groups=2, backend="numba")
@@ -196,6 +197,30 @@ def test_unfolded_blocks_of_any_height_match(monkeypatch, rows, pads):
     for got, ref in zip(fc.conv2d_backward(g, x, w, backend="numba", **kw),
                         fc.conv2d_backward(g, x, w, backend="numpy", **kw)):
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 8])
+@pytest.mark.parametrize("layer", [
+    dict(h=6, w=(3, 2, 3, 3)),  # valid padding: OW < W, unfolded whole rows when wide
+    dict(h=5, w=(3, 2, 2, 3), padding=((0, 1), (2, 0)), dilation=(2, 1)),
+    dict(h=4, w=(3, 2, 1, 1)),  # pointwise: blocks of one image read x itself
+    dict(h=6, w=(4, 1, 3, 3), groups=2, stride=(1, 2)),
+])
+def test_conv_blocks_of_any_rows_and_width_match(monkeypatch, wide, rows, layer):
+    # Blocks split images (rows < OH = 4), hold whole ones (4, 8) or straddle
+    # them (5); with q = W the GEMM computes columns the epilogue drops.
+    monkeypatch.setattr(numba_backend, "gemm_rows", lambda *args: rows)
+    monkeypatch.setattr(numba_backend, "_WIDE_BELOW", 32 if wide else 0)
+    kw = dict(layer)
+    w = _data(kw.pop("w"), 1)
+    x = _data((3, w.shape[1] * kw.get("groups", 1), kw.pop("h"), 7))
+    b = _data((w.shape[0],), 2)
+    for bias, act in ((None, None), (b, "relu")):
+        ref = fc.conv2d(x, w, bias, activation=act, backend="numpy", **kw)
+        assert ref.shape[2] == 4
+        np.testing.assert_allclose(fc.conv2d(x, w, bias, activation=act, backend="numba", **kw),
+                                   ref, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------ cache

@@ -173,14 +173,16 @@ def _spans(ow_, kw, sw, dw, left, w):
 
 
 @_jit()
-def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh, dw):
-    """Output rows [r0, r1) unfolded into cols (C*KH*KW, P), zeros in the padding.
+def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, q, kh, kw, sh, sw, top, left, dh, dw):
+    """Output rows [r0, r1) unfolded into cols (C*KH*KW, P), zeros in the padding,
+    rows of q columns: OW, or W (unit strides only; columns from OW on are
+    left undefined).
 
-    /* cols[(c*KH + i)*KW + j][(r - r0)*OW + ow]
+    /* cols[(c*KH + i)*KW + j][(r - r0)*q + ow]
            <- x[n][c][oh*sh - top + i*dh][ow*sw - left + j*dw] */
     """
-    if sh == 1 and sw == 1 and ow_ == w:
-        _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, kh, kw, top, left, dh, dw)
+    if sh == 1 and sw == 1 and q == w:
+        _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, top, left, dh, dw)
         return
     p = (r1 - r0) * ow_
     spans = _spans(ow_, kw, sw, dw, left, w)
@@ -207,10 +209,10 @@ def _gather(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left, dh,
 
 
 @_jit()
-def _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, kh, kw, top, left, dh, dw):
-    """_gather for unit strides and OW == W: input and output rows share one
+def _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, ow_, kh, kw, top, left, dh, dw):
+    """_gather for unit strides and q == W: input and output rows share one
     pitch, so a tap's inside rows of an image copy as one run; the columns
-    that run brings in from the neighbouring rows are then zeroed."""
+    below OW that run brings in from the neighbouring rows are then zeroed."""
     p = (r1 - r0) * w
     spans = _spans(w, kw, 1, dw, left, w)
     r = r0
@@ -234,100 +236,123 @@ def _gather_same_pitch(xf, c_, h, w, cols, r0, r1, oh_, kh, kw, top, left, dh, d
                         _copy(cols, d + va * w + lo, xf,
                               ((n * c_ + c) * h + va + shift) * w + lo + j * dw - left,
                               (vb - va - 1) * w + hi - lo, 1)
-                        for oh in range(va, vb):
-                            _fill(cols, d + oh * w, lo, 0)
-                            _fill(cols, d + oh * w + hi, w - hi, 0)
+                        if lo > 0 or hi < ow_:
+                            for oh in range(va, vb):
+                                _fill(cols, d + oh * w, min(lo, ow_), 0)
+                                _fill(cols, d + oh * w + hi, max(0, ow_ - hi), 0)
                     _fill(cols, d + vb * w, (b - vb) * w, 0)
         r += b - a
 
 
 @_jit()
-def _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu):
-    """out[n][k][oh][:] <- act(y[k][(r - r0)*OW:] + bias[k]) for the rows r of a
-    block, one run per image and filter; y (K, P) lies in yf at yb (it may be
-    out itself)."""
-    p = (r1 - r0) * ow_
+def _epilogue(yf, yb, q, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu):
+    """out[n][k][oh][:OW] <- act(y[k][(r - r0)*q:][:OW] + bias[k]) for the rows r
+    of a block; y (K, P) lies in yf at yb with rows of q >= OW columns (the
+    extra ones dropped). One run per image and filter when q == OW."""
+    p = (r1 - r0) * q
     r = r0
     while r < r1:
         n = r // oh_
         a = r - n * oh_
-        m = min(oh_ - a, r1 - r) * ow_  # this image's part of the block
+        m = min(oh_ - a, r1 - r)  # this image's rows in the block
         for k in range(k_):
-            _bias_relu(outf, ((n * k_ + k) * oh_ + a) * ow_, yf, yb + k * p + (r - r0) * ow_, m,
-                       bias[k] if has_bias else bias[0], has_bias, relu)
-        r += m // ow_
+            b = bias[k] if has_bias else bias[0]
+            d = ((n * k_ + k) * oh_ + a) * ow_
+            e = yb + k * p + (r - r0) * q
+            if q == ow_:
+                _bias_relu(outf, d, yf, e, m * ow_, b, has_bias, relu)
+            else:
+                for i in range(m):
+                    _bias_relu(outf, d + i * ow_, yf, e + i * q, ow_, b, has_bias, relu)
+        r += m
 
 
 @_jit()
-def _group_gemm(blas, ilp64, w2f, k_, cgkk, colsf, cb, yf, yb, p, groups):
-    """y (K, P) at yf[yb:] <- w2 (K, C/groups*KH*KW) @ cols (C*KH*KW, P) at
-    colsf[cb:], one GEMM per group."""
+def _group_gemm(blas, ilp64, w2f, k_, cgkk, bf, bb, ldb, yf, yb, ldy, p, groups):
+    """y (K, P) at yf[yb:] (row pitch ldy) <- w2 (K, C/groups*KH*KW) @ the
+    columns (C*KH*KW, P) at bf[bb:] (row pitch ldb), one GEMM per group."""
     kg = k_ // groups
     for g in range(groups):
         _gemm(blas, ilp64, False, False, kg, p, cgkk, w2f, g * kg * cgkk, cgkk,
-              colsf, cb + g * cgkk * p, p, 0, yf, yb + g * kg * p, p)
+              bf, bb + g * cgkk * ldb, ldb, 0, yf, yb + g * kg * ldy, ldy)
 
 
 @_jit(parallel=True)
 def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                groups, rows, nt, blas, ilp64):
-    """out <- act(conv(x, w) + bias) as GEMMs on unfolded blocks of `rows` output rows.
+                groups, rows, q, nt, blas, ilp64):
+    """out <- act(conv(x, w) + bias) as GEMMs on unfolded blocks of output rows.
 
     w2 is the weight as (K, C/groups*KH*KW); blas, ilp64 the GEMM of _gemm.
-    Each of the `nt` threads claims blocks in turn: gathers the block's
-    columns, multiplies per group (the caller keeps BLAS single-threaded), and
-    writes the block with bias and relu. A block holding exactly one image is
-    multiplied into `out` directly, and a 1x1 unit-stride unpadded one needs no
-    gather. With nt == 1 no parallel region is entered.
+    A block is `rows` output rows of one image (rows < OH: images split in
+    equal parts) or rows / OH whole images. Unfolded rows are q columns wide:
+    OW, or W for unit strides, which unfolds runs of whole rows (the GEMM then
+    computes W - OW columns more, which the epilogue drops). Each of the `nt`
+    threads claims blocks in turn: unfolds them, multiplies per group (the
+    caller keeps BLAS single-threaded), and writes them with bias and relu. A
+    block of one image with q == OW is multiplied into `out` itself, and a 1x1
+    unit-stride unpadded one reads `x` itself. With nt == 1 no parallel region
+    is entered.
     """
     if nt == 1:
         _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                       groups, rows, blas, ilp64, np.zeros(1, np.int64))
+                       groups, rows, q, blas, ilp64, np.zeros(1, np.int64))
         return
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
         _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                       groups, rows, blas, ilp64, counter)
+                       groups, rows, q, blas, ilp64, counter)
 
 
 @_jit()
 def _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                   groups, rows, blas, ilp64, counter):
+                   groups, rows, q, blas, ilp64, counter):
     """conv2d_gemm's work for one thread: the blocks it claims from `counter`."""
     n_, k_, oh_, ow_ = out.shape
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
     ckk = c_ * kh * kw
     total = n_ * oh_
-    nblocks = (total + rows - 1) // rows
+    parts = (oh_ + rows - 1) // rows  # blocks per image, when rows < OH
+    nblocks = n_ * parts if rows < oh_ else (total + rows - 1) // rows
     pointwise = (kh == 1 and kw == 1 and sh == 1 and sw == 1 and top == 0 and left == 0
                  and h == oh_ and w == ow_)
-    whole = rows == oh_
+    direct = rows <= oh_ and q == ow_  # blocks inside one image, written in place
     xf = x.reshape(x.size)
     outf = out.reshape(out.size)
     w2f = w2.reshape(w2.size)
-    colsbuf = np.empty(0 if whole and pointwise else ckk * rows * ow_, x.dtype)
-    ybuf = np.empty(0 if whole else k_ * rows * ow_, x.dtype)
+    colsbuf = np.empty(0 if direct and pointwise else ckk * rows * q, x.dtype)
+    ybuf = np.empty(0 if direct else k_ * rows * q, x.dtype)
     while True:
         b = _claim(counter)
         if b >= nblocks:
             break
-        r0 = b * rows
-        r1 = min(total, r0 + rows)
-        p = (r1 - r0) * ow_
-        n0 = r0 // oh_
-        if whole:
-            yf, yb = outf, n0 * k_ * p
+        if rows < oh_:
+            n0 = b // parts
+            a = (b - n0 * parts) * rows
+            r0, r1 = n0 * oh_ + a, n0 * oh_ + min(oh_, a + rows)
         else:
-            yf, yb = ybuf, 0
-        if whole and pointwise:
-            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, xf, n0 * ckk * p, yf, yb, p,
-                        groups)
+            r0 = b * rows
+            r1 = min(total, r0 + rows)
+            n0, a = r0 // oh_, 0
+        p = (r1 - r0) * q
+        if direct:  # y (K, P) inside out[n0], rows of OH*OW
+            yf, yb, ldy = outf, n0 * k_ * oh_ * ow_ + a * ow_, oh_ * ow_
         else:
-            _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
+            yf, yb, ldy = ybuf, 0, p
+        if direct and pointwise:  # the columns are x[n0] (C, H*W) from row a
+            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, xf, n0 * ckk * h * w + a * w,
+                        h * w, yf, yb, ldy, p, groups)
+        else:
+            _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, q, kh, kw, sh, sw, top, left,
                     dh, dw)
-            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, colsbuf, 0, yf, yb, p, groups)
-        if not whole or has_bias or relu:
-            _epilogue(yf, yb, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
+            _group_gemm(blas, ilp64, w2f, k_, ckk // groups, colsbuf, 0, p, yf, yb, ldy, p,
+                        groups)
+        if direct:
+            if has_bias or relu:
+                for k in range(k_):
+                    _bias_relu(outf, yb + k * ldy, outf, yb + k * ldy, p,
+                               bias[k] if has_bias else bias[0], has_bias, relu)
+        else:
+            _epilogue(yf, yb, q, outf, k_, oh_, ow_, r0, r1, bias, has_bias, relu)
 
 
 @_jit(parallel=True)
@@ -437,7 +462,7 @@ def conv2d_gemm_backward(x, w2, g, gi, gw_t, kh, kw, sh, sw, top, left, dh, dw, 
                 r0 = b * rows
                 r1 = min(total, r0 + rows)
                 p = (r1 - r0) * ow_
-                _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, kh, kw, sh, sw, top, left,
+                _gather(xf, c_, h, w, colsbuf, r0, r1, oh_, ow_, ow_, kh, kw, sh, sw, top, left,
                         dh, dw)
                 n = r0 // oh_
                 oh = r0 - n * oh_

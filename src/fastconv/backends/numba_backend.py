@@ -64,19 +64,31 @@ def _threads(work: int, serial: int = _SERIAL_WORK) -> int:
 
 
 def gemm_rows(n, oh, ow, ckk, nt):
-    """Output rows per block of _numba_kernels.conv2d_gemm: about 512 pixels
-    (fewer when the columns of a block would pass 4 MB), whole images when
-    they are smaller, and a block count that is a multiple of the threads.
-    Blocks may straddle images. Plain Python, so callers need no Numba."""
+    """Output rows per block of the _numba_kernels GEMM kernels: about 512
+    pixels (fewer when the columns of a block would pass 4 MB). Small images
+    go whole, several to a block; larger ones are split into equal parts, a
+    block count that is a multiple of the threads. Plain Python, so callers
+    need no Numba."""
     pixels = max(64, min(512, (4 << 20) // (4 * ckk)))
-    total = n * oh
     if oh * ow <= pixels:
         per = max(1, min(pixels // (oh * ow), -(-n // nt)))
         return oh * per
-    rows = max(1, pixels // ow)
-    blocks = -(-total // rows)
-    blocks = -(-blocks // nt) * nt
-    return -(-total // blocks)
+    parts = -(-oh // max(1, pixels // ow))
+    parts = -(-(-(-n * parts // nt) * nt) // n)
+    return -(-oh // parts)
+
+
+# Unit-stride layers with rows this short unfold whole input rows (conv2d_gemm's
+# q = W) when the GEMM's extra columns, W/OW - 1, stay within half.
+_WIDE_BELOW = 32
+
+
+def unfold_width(spec) -> int:
+    """conv2d_gemm's q: W when unfolding whole rows pays, else OW."""
+    if spec.stride == (1, 1) and spec.ow < spec.w and spec.ow < _WIDE_BELOW \
+            and 2 * spec.w <= 3 * spec.ow:
+        return spec.w
+    return spec.ow
 
 
 def backward_rows(rows, kh, dh, sh):
@@ -293,9 +305,10 @@ class NumbaBackend(Backend):
         # Without a settable BLAS thread count, BLAS runs its own threads: it owns the cores.
         nt = _nt(spec.flops // 2) if blas.single else 1
         w2 = weight.reshape(spec.k, -1)
-        rows = gemm_rows(spec.n, spec.oh, spec.ow, w2.shape[1] * spec.groups, nt)
+        q = unfold_width(spec) if spec.padding_mode == "zeros" else spec.ow
+        rows = gemm_rows(spec.n, spec.oh, q, w2.shape[1] * spec.groups, nt)
         call = (x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw, spec.groups, rows,
-                nt, blas.gemm[spec.dtype], blas.ilp64)
+                q, nt, blas.gemm[spec.dtype], blas.ilp64)
         if nt == 1:  # BLAS may thread (it will not on small products)
             k.conv2d_gemm(*call)
         else:
