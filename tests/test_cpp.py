@@ -58,6 +58,12 @@ CONV_CASES = [
     ((2, 8, 7, 9), (12, 8, 1, 1), 1, 0, 1, 1),       # 1x1
     ((1, 8, 5, 6), (8, 4, 1, 1), 1, 0, 1, 2),        # grouped 1x1
     ((2, 300, 6, 5), (7, 300, 1, 1), 1, 0, 1, 1),    # depth past one KC block
+    # stride 1, rows of whole vectors: GEMM panels read the input in place,
+    # mixed with packed ones at the padding and past the row ends
+    ((3, 6, 12, 12), (16, 6, 5, 5), 1, 0, 1, 1),     # lenet_c2: rows of 8
+    ((2, 3, 10, 40), (7, 3, 3, 3), 1, 1, 1, 1),      # rows of 40, padded edges
+    ((2, 2, 13, 36), (5, 2, 3, 3), 1, 2, 2, 1),      # dilation 2, rows of 32
+    ((1, 4, 9, 27), (8, 2, 3, 4), 1, (1, 2), 1, 2),  # groups, rows of 26
 ]
 
 

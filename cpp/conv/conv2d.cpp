@@ -52,16 +52,36 @@ struct Run {
 };
 
 // The runs of every micro-panel of columns [jb, je): panel q's runs are
-// runs[start[q]] .. runs[start[q + 1]].
+// runs[start[q]] .. runs[start[q + 1]]. in_place[q]: -1 when the panel is
+// packed, else the offset in x of its first half's first tap (its second
+// half's is in_place[q] + 1 entry on): each half a run of one input row whose
+// every tap lies inside the image, at stride 1, which the micro-kernel reads
+// in place instead of a packed copy.
 struct PanelRuns {
     std::vector<Run> runs;
     std::vector<int> start;
+    std::vector<i64> in_place;  // 2 per panel
 };
 
+// Where half h (NR/2 columns from panel column `first`) of a panel reads x in
+// place, or -1 when it must be packed.
+i64 half_in_place(const ConvShape& s, const Run* run, const Run* end, int first, int half) {
+    for (; run != end; ++run) {
+        if (run->first <= first && first + half <= run->first + run->len) {
+            const i64 iw = run->iw0 + (first - run->first);  // stride 1
+            const bool inside = run->ih0 >= 0 && run->ih0 + (s.kh - 1) * s.dh < s.h &&
+                                iw >= 0 && iw + half - 1 + (s.kw - 1) * s.dw < s.w;
+            return inside ? run->image + run->ih0 * s.w + iw : -1;
+        }
+    }
+    return -1;
+}
+
 void runs_of_panels(const ConvShape& s, i64 jb, i64 je, int nr, i64 group_offset,
-                    PanelRuns& pr) {
+                    bool in_place, PanelRuns& pr) {
     pr.runs.clear();
     pr.start.clear();
+    pr.in_place.clear();
     const i64 pixels = s.oh * s.ow;
     i64 n = jb / pixels, pix = jb % pixels;
     i64 oh = pix / s.ow, ow = pix % s.ow;
@@ -80,6 +100,17 @@ void runs_of_panels(const ConvShape& s, i64 jb, i64 je, int nr, i64 group_offset
         }
     }
     pr.start.push_back(int(pr.runs.size()));
+    for (size_t q = 0; q + 1 < pr.start.size(); ++q) {
+        const Run* run = pr.runs.data() + pr.start[q];
+        const Run* end = pr.runs.data() + pr.start[q + 1];
+        i64 h0 = -1, h1 = -1;
+        if (in_place && s.sw == 1) {
+            h0 = half_in_place(s, run, end, 0, nr / 2);
+            h1 = h0 < 0 ? -1 : half_in_place(s, run, end, nr / 2, nr / 2);
+        }
+        pr.in_place.push_back(h1 < 0 ? -1 : h0);
+        pr.in_place.push_back(h1);
+    }
 }
 
 // dst[0, n) <- src[0, n) for a short n (a run of at most NR pixels): 16-byte
@@ -130,6 +161,7 @@ void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRuns&
     i64 c = p0 / (s.kh * s.kw), kh = p0 / s.kw % s.kh, kw = p0 % s.kw;
     for (i64 p = 0; p < kc; ++p) {
         for (i64 q = 0; q < panels; ++q) {
+            if (pr.in_place[2 * q] >= 0) continue;  // read in place
             T* dst = bp + (q * kc + p) * nr;
             const Run* run = pr.runs.data() + pr.start[q];
             const Run* end = pr.runs.data() + pr.start[q + 1];
@@ -193,9 +225,10 @@ struct Workspace {
 };
 
 // Columns [j0, j0 + nr_eff) of the output, rows [i0, i0 + mr_eff) of group g.
-template <typename T>
-void compute_tile(const ConvShape& s, const UKernel<T>& uk, i64 kc, const T* a, const T* b,
-                  i64 g, i64 i0, int mr_eff, i64 j0, int nr_eff, bool accumulate, bool last,
+// kernel(c, ldc, accumulate, bias, relu) runs the micro-kernel on the tile.
+template <typename T, typename Kernel>
+void compute_tile(const ConvShape& s, const UKernel<T>& uk, Kernel kernel, i64 g, i64 i0,
+                  int mr_eff, i64 j0, int nr_eff, bool accumulate, bool last,
                   const T* bias, bool relu, T* out, T* tile) {
     const i64 pixels = s.oh * s.ow;
     const i64 k0 = g * (s.k / s.groups) + i0;
@@ -203,12 +236,11 @@ void compute_tile(const ConvShape& s, const UKernel<T>& uk, i64 kc, const T* a, 
     const T* tile_bias = last && bias ? bias + k0 : nullptr;
     const bool tile_relu = last && relu;
     if (mr_eff == uk.mr && nr_eff == uk.nr && pix + uk.nr <= pixels) {
-        uk.fn(kc, a, b, out + (n * s.k + k0) * pixels + pix, pixels, accumulate, tile_bias,
-              tile_relu);
+        kernel(out + (n * s.k + k0) * pixels + pix, pixels, accumulate, tile_bias, tile_relu);
         return;
     }
     // Edge or image-crossing tile: compute aside, then add where each column lives.
-    uk.fn(kc, a, b, tile, uk.nr, false, nullptr, false);
+    kernel(tile, uk.nr, false, nullptr, false);
     for (int t = 0; t < nr_eff; ++t) {
         T* col = out + (n * s.k + k0) * pixels + pix;
         for (int i = 0; i < mr_eff; ++i) {
@@ -246,6 +278,13 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
     const i64 mc = B::mc / uk.mr * uk.mr;
     // depth blocks of (nearly) equal size, so that none is a short tail
     const i64 kc_max = ceil_div(gm.depth, ceil_div(gm.depth, B::kc));
+    // Panels whose halves are runs inside one input row are read in place
+    // (no packing); offsets[p]: where tap p = (c*KH + kh)*KW + kw reads, from
+    // the tap (0, 0, 0) of the same output pixel.
+    const bool in_place = uk.in_place != nullptr && s.sw == 1;
+    std::vector<std::ptrdiff_t> offsets(in_place ? gm.depth : 0);
+    for (i64 p = 0; p < i64(offsets.size()); ++p)
+        offsets[p] = (p / (s.kh * s.kw) * s.h + p / s.kw % s.kh * s.dh) * s.w + p % s.kw * s.dw;
 
     team(units, threads, [&](UnitQueue& q) {
         Workspace<T> ws;
@@ -258,7 +297,7 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
             const i64 col_panels = ceil_div(je - jb, uk.nr);
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
             const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
-            runs_of_panels(s, jb, je, uk.nr, group_offset, ws.runs);
+            runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
             for (i64 p0 = 0; p0 < gm.depth; p0 += kc_max) {            // depth blocks: pack B
                 const i64 kc = std::min(kc_max, gm.depth - p0);
                 pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
@@ -269,11 +308,24 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
                         const i64 j0 = jb + jp * uk.nr;
                         const int nr_eff = int(std::min<i64>(uk.nr, je - j0));
                         const T* b = ws.bp.data() + jp * kc * uk.nr;
+                        const i64 h0 = ws.runs.in_place[2 * jp], h1 = ws.runs.in_place[2 * jp + 1];
                         for (i64 i = i0; i < i1; i += uk.mr) {            // MR rows
                             const T* a = ag + (i / uk.mr) * uk.mr * gm.depth + p0 * uk.mr;
-                            compute_tile(s, uk, kc, a, b, g, i,
-                                         int(std::min<i64>(uk.mr, gm.rows - i)), j0, nr_eff,
-                                         accumulate, last, bias, relu, out, ws.tile.data());
+                            const int mr_eff = int(std::min<i64>(uk.mr, gm.rows - i));
+                            if (h0 >= 0) {
+                                compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
+                                                        bool re) {
+                                    uk.in_place(kc, a, x + h0, x + h1, offsets.data() + p0, c,
+                                                ldc, acc, bi, re);
+                                }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
+                                             ws.tile.data());
+                            } else {
+                                compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
+                                                        bool re) {
+                                    uk.fn(kc, a, b, c, ldc, acc, bi, re);
+                                }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
+                                             ws.tile.data());
+                            }
                         }
                     }
                 }

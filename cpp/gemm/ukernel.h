@@ -14,12 +14,21 @@ template <typename T>
 using UKernelFn = void (*)(std::ptrdiff_t kc, const T* a, const T* b, T* c, std::ptrdiff_t ldc,
                            bool accumulate, const T* bias, bool relu);
 
+// The same tile with B read in place: row p of the B micro-panel is the NR/2
+// elements at b0 + off[p] followed by the NR/2 at b1 + off[p] (a convolution's
+// input, where each half of the panel is a run of one input row).
+template <typename T>
+using UKernelInPlaceFn = void (*)(std::ptrdiff_t kc, const T* a, const T* b0, const T* b1,
+                                  const std::ptrdiff_t* off, T* c, std::ptrdiff_t ldc,
+                                  bool accumulate, const T* bias, bool relu);
+
 template <typename T>
 struct UKernel {
     int mr;
     int nr;
     UKernelFn<T> fn;
     const char* name;
+    UKernelInPlaceFn<T> in_place = nullptr;  // nullptr: B must be packed
 };
 
 // Per ISA path. Each is defined in its own source file, compiled for that ISA.

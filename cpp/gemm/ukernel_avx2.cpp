@@ -55,19 +55,37 @@ struct F64 {
     static V zero() { return _mm256_setzero_pd(); }
 };
 
+// Where row p of the B micro-panel comes from: the packed panel, or two runs
+// of the input at per-row offsets.
+template <typename Ops>
+struct PackedB {
+    const typename Ops::T* b;
+    typename Ops::V half0(std::ptrdiff_t p) const { return Ops::load(b + p * 2 * Ops::width); }
+    typename Ops::V half1(std::ptrdiff_t p) const {
+        return Ops::load(b + p * 2 * Ops::width + Ops::width);
+    }
+};
+
+template <typename Ops>
+struct InPlaceB {
+    const typename Ops::T *b0, *b1;
+    const std::ptrdiff_t* off;
+    typename Ops::V half0(std::ptrdiff_t p) const { return Ops::load(b0 + off[p]); }
+    typename Ops::V half1(std::ptrdiff_t p) const { return Ops::load(b1 + off[p]); }
+};
+
 // 6 rows x 2 vectors: 12 accumulators, two B vectors and one A broadcast,
 // named one by one so that they stay in registers.
-template <typename Ops>
-void gemm_6x2v(std::ptrdiff_t kc, const typename Ops::T* a, const typename Ops::T* b,
-               typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
-               const typename Ops::T* bias, bool relu) {
+template <typename Ops, typename Source>
+inline void gemm_6x2v_from(std::ptrdiff_t kc, const typename Ops::T* a, Source b,
+                           typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
+                           const typename Ops::T* bias, bool relu) {
     using V = typename Ops::V;
-    constexpr int w = Ops::width;
     V c00 = Ops::zero(), c01 = Ops::zero(), c10 = Ops::zero(), c11 = Ops::zero();
     V c20 = Ops::zero(), c21 = Ops::zero(), c30 = Ops::zero(), c31 = Ops::zero();
     V c40 = Ops::zero(), c41 = Ops::zero(), c50 = Ops::zero(), c51 = Ops::zero();
-    for (std::ptrdiff_t p = 0; p < kc; ++p, a += 6, b += 2 * w) {
-        const V b0 = Ops::load(b), b1 = Ops::load(b + w);
+    for (std::ptrdiff_t p = 0; p < kc; ++p, a += 6) {
+        const V b0 = b.half0(p), b1 = b.half1(p);
         V ai = Ops::broadcast(a + 0);
         c00 = Ops::fma(ai, b0, c00); c01 = Ops::fma(ai, b1, c01);
         ai = Ops::broadcast(a + 1);
@@ -89,11 +107,30 @@ void gemm_6x2v(std::ptrdiff_t kc, const typename Ops::T* a, const typename Ops::
     store_row<V, Ops>(c + 5 * ldc, c50, c51, accumulate, bias ? bias + 5 : nullptr, relu);
 }
 
+template <typename Ops>
+void gemm_6x2v(std::ptrdiff_t kc, const typename Ops::T* a, const typename Ops::T* b,
+               typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
+               const typename Ops::T* bias, bool relu) {
+    gemm_6x2v_from<Ops>(kc, a, PackedB<Ops>{b}, c, ldc, accumulate, bias, relu);
+}
+
+template <typename Ops>
+void gemm_6x2v_in_place(std::ptrdiff_t kc, const typename Ops::T* a, const typename Ops::T* b0,
+                        const typename Ops::T* b1, const std::ptrdiff_t* off,
+                        typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
+                        const typename Ops::T* bias, bool relu) {
+    gemm_6x2v_from<Ops>(kc, a, InPlaceB<Ops>{b0, b1, off}, c, ldc, accumulate, bias, relu);
+}
+
 }  // namespace
 
-UKernel<float> sgemm_ukernel_avx2() { return {6, 16, gemm_6x2v<F32>, "f32-gemm-6x16-fma3"}; }
+UKernel<float> sgemm_ukernel_avx2() {
+    return {6, 16, gemm_6x2v<F32>, "f32-gemm-6x16-fma3", gemm_6x2v_in_place<F32>};
+}
 
-UKernel<double> dgemm_ukernel_avx2() { return {6, 8, gemm_6x2v<F64>, "f64-gemm-6x8-fma3"}; }
+UKernel<double> dgemm_ukernel_avx2() {
+    return {6, 8, gemm_6x2v<F64>, "f64-gemm-6x8-fma3", gemm_6x2v_in_place<F64>};
+}
 
 }  // namespace fastconv
 
