@@ -2,7 +2,6 @@
 single-threaded inside its threads, the on-disk kernel cache and its report.
 Results of every op are tested with the other backends, per function family."""
 
-import inspect
 import json
 import os
 import re
@@ -75,19 +74,19 @@ def test_numba_threads_follow_fastconv_threads(threads):
 
 
 def test_small_calls_run_on_one_thread(threads, monkeypatch):
-    # nt == 1: the kernels then enter no parallel region
+    # serially: conv2d calls the parallel kernels' serial bodies, max_pool2d gets nt == 1
     fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     k, seen = numba_backend._k(), []
-    for name in ("conv2d_gemm", "conv2d_depthwise", "max_pool2d"):
+    for name in ("conv2d_gemm", "_conv2d_blocks", "conv2d_depthwise", "_depthwise_planes",
+                 "max_pool2d"):
         kernel = getattr(k, name)
-        nt = list(inspect.signature(kernel.py_func).parameters).index("nt")
-        monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name, nt=nt: (
-            seen.append((name, a[nt])), kernel(*a))[1])
+        monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name: (
+            seen.append((name, a[12] if name == "max_pool2d" else None)), kernel(*a))[1])
     x = np.ones((1, 2, 8, 8))
     fc.conv2d(x, np.ones((2, 2, 3, 3)), backend="numba")
     fc.conv2d(x, np.ones((2, 1, 3, 3)), groups=2, backend="numba")
     fc.max_pool2d(x, 2, backend="numba")
-    assert seen == [("conv2d_gemm", 1), ("conv2d_depthwise", 1), ("max_pool2d", 1)]
+    assert seen == [("_conv2d_blocks", None), ("_depthwise_planes", None), ("max_pool2d", 1)]
 
 
 def test_more_threads_than_numba_has_are_capped(threads):

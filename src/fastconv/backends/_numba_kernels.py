@@ -290,13 +290,8 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
     threads claims blocks in turn: unfolds them, multiplies per group (the
     caller keeps BLAS single-threaded), and writes them with bias and relu. A
     block of one image with q == OW is multiplied into `out` itself, and a 1x1
-    unit-stride unpadded one reads `x` itself. With nt == 1 no parallel region
-    is entered.
+    unit-stride unpadded one reads `x` itself.
     """
-    if nt == 1:
-        _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
-                       groups, rows, q, blas, ilp64, np.zeros(1, np.int64))
-        return
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
         _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
@@ -306,7 +301,8 @@ def conv2d_gemm(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh,
 @_jit()
 def _conv2d_blocks(x, w2, bias, has_bias, relu, out, kh, kw, sh, sw, top, left, dh, dw,
                    groups, rows, q, blas, ilp64, counter):
-    """conv2d_gemm's work for one thread: the blocks it claims from `counter`."""
+    """conv2d_gemm's work for one thread: the blocks it claims from `counter`
+    (numba_backend calls it for nt == 1 itself)."""
     n_, k_, oh_, ow_ = out.shape
     c_, h, w = x.shape[1], x.shape[2], x.shape[3]
     ckk = c_ * kh * kw
@@ -363,12 +359,8 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
     One (image, channel) plane per task, claimed by `nt` threads, copied into
     a zero-padded buffer so taps need no bounds. With unit stride each tap is
     one multiply-add over all output rows at once, laid out at the padded
-    row pitch. With nt == 1 no parallel region is entered.
+    row pitch.
     """
-    if nt == 1:
-        _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
-                          np.zeros(1, np.int64))
-        return
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
         _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, counter)
@@ -376,7 +368,8 @@ def conv2d_depthwise(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw,
 
 @_jit()
 def _depthwise_planes(x, w, bias, has_bias, relu, out, sh, sw, top, left, dh, dw, counter):
-    """conv2d_depthwise's work for one thread: the planes it claims from `counter`."""
+    """conv2d_depthwise's work for one thread: the planes it claims from `counter`
+    (numba_backend calls it for nt == 1 itself)."""
     n_, k_, oh_, ow_ = out.shape
     c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
     kh, kw = w.shape[2], w.shape[3]
@@ -846,6 +839,6 @@ def avg_pool2d_backward(g, gi, kh, kw, sh, sw, ph, pw, include_pad, divisor):
                             gif[_u(db + o * sw)] += share[_u(sb + o)]
 
 
-# The public kernels, for cache_status().
-KERNELS = (conv2d_gemm, conv2d_depthwise, conv2d_gemm_backward, im2col, col2im,
-           max_pool2d, avg_pool2d, max_pool2d_backward, avg_pool2d_backward)
+# The kernels the adapter calls (the serial bodies of two of them too), for cache_status().
+KERNELS = (conv2d_gemm, _conv2d_blocks, conv2d_depthwise, _depthwise_planes, conv2d_gemm_backward,
+           im2col, col2im, max_pool2d, avg_pool2d, max_pool2d_backward, avg_pool2d_backward)

@@ -298,8 +298,12 @@ class NumbaBackend(Backend):
         args = (self._bias(bias, spec.dtype), bias is not None, spec.activation == "relu", out)
         (sh, sw), (dh, dw) = spec.stride, spec.dilation
         if spec.c == spec.groups:
-            k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw,
-                               _nt(spec.flops // 2))
+            nt = _nt(spec.flops // 2)
+            if nt == 1:  # the serial body itself: no parallel function's entry (1-2 us)
+                k._depthwise_planes(x, weight, *args, sh, sw, top, left, dh, dw,
+                                    np.zeros(1, np.int64))
+            else:
+                k.conv2d_depthwise(x, weight, *args, sh, sw, top, left, dh, dw, nt)
             return
         blas = _blas()
         # Without a settable BLAS thread count, BLAS runs its own threads: it owns the cores.
@@ -308,12 +312,12 @@ class NumbaBackend(Backend):
         q = unfold_width(spec) if spec.padding_mode == "zeros" else spec.ow
         rows = gemm_rows(spec.n, spec.oh, q, w2.shape[1] * spec.groups, nt)
         call = (x, w2, *args, spec.kh, spec.kw, sh, sw, top, left, dh, dw, spec.groups, rows,
-                q, nt, blas.gemm[spec.dtype], blas.ilp64)
+                q)
         if nt == 1:  # BLAS may thread (it will not on small products)
-            k.conv2d_gemm(*call)
+            k._conv2d_blocks(*call, blas.gemm[spec.dtype], blas.ilp64, np.zeros(1, np.int64))
         else:
             with blas:
-                k.conv2d_gemm(*call)
+                k.conv2d_gemm(*call, nt, blas.gemm[spec.dtype], blas.ilp64)
 
     def conv2d_backward(self, spec, grad_out, x, weight):
         """-> (grad_input, grad_weight, grad_bias); grad_bias by NumPy, as the reference."""
