@@ -101,10 +101,67 @@ inline typename Lanes<T>::V load_strided(const T* src, i64 sw) {
 // SW: the stride along the row when known at compile time, 0 when not.
 // Inside the row's interior, Lanes<T>::n outputs at a time keep their maximum
 // and its tap in registers across the whole window; the rest go tap by tap.
+// Without indices: the maxima of the window's rows first (contiguous vectors,
+// no shuffles), then of KW neighbours along that row of maxima. Any NaN wins.
+template <typename T, int SW>
+void max_pool_row_separable(const PoolShape& s, const T* __restrict plane, i64 ih0, i64 kh0,
+                            i64 kh1, T* __restrict rowmax, T* __restrict out) {
+    using V = typename Lanes<T>::V;
+    constexpr int L = Lanes<T>::n;
+    const i64 sw = SW ? SW : s.sw;
+    const T* first = plane + (ih0 + kh0 * s.dh) * s.w;
+    if (s.w >= L) {
+        for (i64 next = 0; next < s.w; next += L) {
+            const i64 i = next + L <= s.w ? next : s.w - L;  // the last may overlap
+            V b = load<V>(first + i);
+            for (i64 kh = kh0 + 1; kh < kh1; ++kh) {
+                const V v = load<V>(plane + (ih0 + kh * s.dh) * s.w + i);
+                b = ((v > b) | (v != v)) ? v : b;
+            }
+            store(rowmax + i, b);
+        }
+    } else {
+        for (i64 i = 0; i < s.w; ++i) {
+            T b = first[i];
+            for (i64 kh = kh0 + 1; kh < kh1; ++kh) {
+                const T v = plane[(ih0 + kh * s.dh) * s.w + i];
+                if (v > b || v != v) b = v;
+            }
+            rowmax[i] = b;
+        }
+    }
+    const Span in = inside_span(s.ow, s.w, s.kw, s.sw, s.pw, 1);
+    const i64 vec_end = in.last - in.first >= L ? in.last : in.first;
+    for (i64 next = in.first; next < vec_end; next += L) {
+        const i64 o = next + L <= vec_end ? next : vec_end - L;
+        const T* at = rowmax + o * sw - s.pw;
+        V b = load_strided<T, SW>(at, sw);
+        for (i64 kw = 1; kw < s.kw; ++kw) {
+            const V v = load_strided<T, SW>(at + kw, sw);
+            b = ((v > b) | (v != v)) ? v : b;
+        }
+        store(out + o, b);
+    }
+    for (i64 o = 0; o < s.ow; ++o) {  // the other columns, tap by tap
+        if (o == in.first && vec_end > in.first) o = vec_end;
+        if (o >= s.ow) break;
+        bool seen = false;
+        T b = T(0);
+        for (i64 kw = 0; kw < s.kw; ++kw) {
+            const i64 iw = o * sw - s.pw + kw;
+            if (iw < 0 || iw >= s.w) continue;
+            const T v = rowmax[iw];
+            if (!seen || v > b || v != v) b = v;
+            seen = true;
+        }
+        out[o] = b;
+    }
+}
+
 template <typename T, int SW>
 void max_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __restrict best,
-                  typename TapInt<T>::type* __restrict tap, T* __restrict out,
-                  std::int64_t* __restrict indices) {
+                  typename TapInt<T>::type* __restrict tap, T* __restrict rowmax,
+                  T* __restrict out, std::int64_t* __restrict indices) {
     using I = typename TapInt<T>::type;
     using V = typename Lanes<T>::V;
     using IV = typename Lanes<T>::I;
@@ -116,6 +173,10 @@ void max_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __re
     i64 kh0 = 0, kh1 = s.kh;
     while (kh0 < s.kh && ih0 + kh0 * s.dh < 0) ++kh0;
     while (kh1 > kh0 && ih0 + (kh1 - 1) * s.dh >= s.h) --kh1;
+    if (!indices && s.dw == 1) {
+        max_pool_row_separable<T, SW>(s, plane, ih0, kh0, kh1, rowmax, out);
+        return;
+    }
     // Whole vectors over the interior; the last one may overlap its neighbour
     // (those outputs are simply computed twice, to the same values).
     const i64 vec_end = in.last - in.first >= L ? in.last : in.first;
@@ -170,6 +231,7 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
     team(u.count, nt, [&](UnitQueue& q) {
         T* best = new T[s.ow];
         I* tap = new I[s.ow];
+        T* rowmax = new T[s.w];
         for (i64 unit; claim(q, unit);) {
             const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
             const T* plane = x + p * s.h * s.w;
@@ -177,15 +239,16 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
                 const i64 at = (p * s.oh + oh) * s.ow;
                 std::int64_t* idx = indices ? indices + at : nullptr;
                 if (s.sw == 1)
-                    max_pool_row<T, 1>(s, plane, oh, best, tap, out + at, idx);
+                    max_pool_row<T, 1>(s, plane, oh, best, tap, rowmax, out + at, idx);
                 else if (s.sw == 2)
-                    max_pool_row<T, 2>(s, plane, oh, best, tap, out + at, idx);
+                    max_pool_row<T, 2>(s, plane, oh, best, tap, rowmax, out + at, idx);
                 else
-                    max_pool_row<T, 0>(s, plane, oh, best, tap, out + at, idx);
+                    max_pool_row<T, 0>(s, plane, oh, best, tap, rowmax, out + at, idx);
             }
         }
         delete[] best;
         delete[] tap;
+        delete[] rowmax;
     });
 }
 
