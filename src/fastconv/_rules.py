@@ -198,7 +198,7 @@ def candidates(op: str, spec) -> list[tuple[str, str | None]]:
 DIRECT_MAX_FILTERS = 16
 
 
-# The ops and backends that call BLAS (NumPy's matmul; Numba's np.dot): the
+# The ops and backends that call BLAS (NumPy's matmul; Numba's cblas calls): the
 # convolutions, except on cpp.
 BLAS_OPS = frozenset({"conv2d", "conv2d_backward"})
 BLAS_BACKENDS = frozenset({"numpy", "numba"})
@@ -330,13 +330,15 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
         out.append((f"padded planes ({nt} thread{'s' if nt > 1 else ''})",
                     nt * (hp * wp + span) * item))
     elif op in ("conv2d", "conv2d_backward"):
-        rows = _numba_rows(s, nt)
         if op == "conv2d":
-            per = (ckk + s.k) * rows * s.ow * item
+            q = numba_backend.unfold_width(s) if s.padding_mode == "zeros" else s.ow
+            rows = numba_backend.gemm_rows(s.n, s.oh, q, ckk, nt)
+            per = (ckk + s.k) * rows * q * item
             out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
                         "rows)", nt * per))
         else:
-            rows = max(rows, (s.kh - 1) * s.dilation[0] // s.stride[0])  # backward_rows
+            rows = numba_backend.backward_rows(numba_backend.gemm_rows(s.n, s.oh, s.ow, ckk, nt),
+                                               s.kh, s.dilation[0], s.stride[0])
             kg, cgkk = s.k // s.groups, (s.c // s.groups) * s.kh * s.kw
             per = ((2 * ckk + s.k) * rows * s.ow + kg * cgkk) * item
             out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
@@ -345,17 +347,6 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
             if any(s.pads):
                 out.append(("padded input gradient", _padded(s) * item))
     return out
-
-
-def _numba_rows(s, nt: int) -> int:
-    """_numba_kernels.gemm_rows, without importing Numba."""
-    ckk = s.c * s.kh * s.kw
-    pixels = max(64, min(512, (4 << 20) // (4 * ckk)))
-    if s.oh * s.ow <= pixels:
-        return s.oh * max(1, min(pixels // (s.oh * s.ow), _cdiv(s.n, nt)))
-    rows = max(1, pixels // s.ow)
-    blocks = _cdiv(_cdiv(s.n * s.oh, rows), nt) * nt
-    return _cdiv(s.n * s.oh, blocks)
 
 
 def _numpy(op, s, item) -> list[tuple[str, int]]:

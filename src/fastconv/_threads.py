@@ -14,7 +14,7 @@ CPUs this process may run on):
   until it ends, and the next ones get what is left.
 - Inside a call, get_num_threads() is the call's share: the C++ kernels and
   Numba run that many threads.
-- BLAS libraries (NumPy's, and SciPy's behind Numba's np.dot) have one thread
+- BLAS libraries (NumPy's, which Numba's kernels call too, and SciPy's) have one thread
   count per process, set through threadpoolctl: while calls that use BLAS run,
   it is at most the smallest share among them (lowered, never raised, while
   any runs), and the caller's setting comes back when the last one ends.
@@ -135,7 +135,7 @@ class _BlasLimit:
     """BLAS thread counts while calls that use BLAS run (threadpoolctl).
 
     The libraries are found on first use, and again once SciPy's BLAS (which
-    Numba's np.dot calls) has been loaded after that."""
+    Numba loads at start-up) has been loaded after that."""
 
     def __init__(self):
         self._lock = threading.Lock()
