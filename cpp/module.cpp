@@ -1,8 +1,12 @@
 // The fastconv._cpp extension: one register_* call per concern.
 #include <pybind11/pybind11.h>
 
+#include <atomic>
+#include <cstdint>
+
 #include "bindings.h"
 #include "cpu_features.h"
+#include "parallel.h"
 
 namespace py = pybind11;
 
@@ -17,6 +21,22 @@ namespace py = pybind11;
 #endif
 
 namespace {
+
+// Each job's units add to a counter on the caller's stack and spin a little,
+// so a worker still inside a job its caller has left would show.
+std::int64_t check_thread_pool(std::int64_t calls, int threads, std::int64_t units) {
+    std::int64_t early = 0;
+    for (std::int64_t c = 0; c < calls; ++c) {
+        std::atomic<std::int64_t> done{0};
+        fastconv::parallel_for(units, threads, [&](std::int64_t) {
+            for (volatile int spin = 0; spin < 200; spin = spin + 1) {
+            }
+            done.fetch_add(1, std::memory_order_relaxed);
+        });
+        early += done.load() != units;
+    }
+    return early;
+}
 
 std::string compiler_name() {
 #if defined(__clang__)
@@ -66,6 +86,10 @@ void register_info(py::module_& m) {
     }, "The SIMD paths this build holds kernels for.");
     m.def("set_isa_path", &fastconv::set_isa_path, py::arg("isa"),
           "Switch the SIMD path; False if this CPU lacks it. For tests.");
+    m.def("check_thread_pool", &check_thread_pool, py::arg("calls"), py::arg("threads"),
+          py::arg("units"), py::call_guard<py::gil_scoped_release>(),
+          "Run `calls` short jobs of `units` units on the thread pool and count those "
+          "that returned before all their units were done (0 when it is sound). For tests.");
 }
 
 }  // namespace

@@ -60,18 +60,18 @@ private:
 void Pool::run(std::int64_t count, int threads, Participant participant, void* context) {
     UnitQueue units(count);
     Job job{0, &units, participant, context, threads - 1};
+    bool alone;  // decided under the lock: once posted, workers change job.seats
     {
         std::lock_guard<std::mutex> lock(m_);
-        if (job_ != nullptr) {  // serving another call: this one runs alone
-            job.seats = 0;
-        } else {
+        alone = job_ != nullptr;  // serving another call: this one runs alone
+        if (!alone) {
             for (; workers_ < threads - 1; ++workers_) std::thread([this] { work(); }).detach();
             job.id = posted_.load(std::memory_order_relaxed) + 1;
             job_ = &job;
             posted_.store(job.id, std::memory_order_release);
         }
     }
-    if (job.seats == 0) {
+    if (alone) {
         participant(context, units);
         return;
     }
