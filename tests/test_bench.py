@@ -185,7 +185,7 @@ def test_progress_falls_back_to_a_plain_line_without_tqdm(monkeypatch):
 def test_measure_layer_times_every_contender_and_checks_it(op):
     layer = ops.stand_in(ops.table(op)[-1])
     names, _ = ops.backends_for(op)
-    suite = runner.Suite(2, 0.0, 64, 1, 1 << 20, 1)
+    suite = runner.Suite(2, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
     ticks = []
     cells, notes = runner.measure_layer(op, layer, np.float32, names, None, suite,
                                         lambda: ticks.append(1))

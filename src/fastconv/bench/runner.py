@@ -32,6 +32,14 @@ from .report import Cell
 from .shapes import LAYERS
 
 
+# Idle time before each sample: the previous contender's worker threads keep
+# spinning after its last call (OpenBLAS's about 2^28 cycles, some 0.1 s here;
+# OpenMP's less) and would take the second core from the next contender. In
+# a run without it, `auto` (the very cpp kernel, timed right after numpy) came
+# out 1.4-1.9x slower than `cpp` on the GEMM layers.
+SETTLE = 0.12
+
+
 @dataclass(frozen=True)
 class Suite:
     rounds: int  # samples per cell
@@ -40,6 +48,7 @@ class Suite:
     gemm_repeat: int
     copy_bytes: int  # the copy probe's array size
     copy_repeat: int
+    settle: float = SETTLE  # idle seconds before each sample
 
 
 SUITES = {
@@ -131,6 +140,7 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
     by_name = {c.contender: c for c in cells}
     for _ in range(suite.rounds):
         for name, (call, inner) in list(live.items()):
+            time.sleep(suite.settle)
             try:
                 by_name[name].times.append(_per_call(call, inner))
             except Exception as exc:
