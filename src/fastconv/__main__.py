@@ -9,17 +9,7 @@ import sys
 import numpy as np
 
 import fastconv as fc
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from fastconv import _tuning
 
 
 def info(_args) -> int:
@@ -27,7 +17,7 @@ def info(_args) -> int:
 
     print(f"fastconv {fc.__version__}")
     print(f"python {platform.python_version()}, numpy {np.__version__}, {platform.machine()}")
-    print(f"cpu: {_cpu_model()}")
+    print(f"cpu: {_tuning.cpu_model()}")
     print(f"threads: {fc.get_num_threads()}")
     print("backends (auto falls back in this order when its rule's choice cannot run):")
     for name, b in fc.backends().items():

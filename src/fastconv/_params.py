@@ -69,6 +69,11 @@ class ConvSpec(NamedTuple):
         return (self.n * self.oh * self.ow, self.c * self.kh * self.kw)
 
     @property
+    def pointwise(self) -> bool:
+        """A 1x1 kernel at stride 1 without padding: unfolding is the identity."""
+        return (self.kh, self.kw, self.stride, self.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
+
+    @property
     def flops(self) -> int:
         """2*N*K*(C/groups)*KH*KW*OH*OW, the convention of the benchmarks."""
         return (2 * self.n * self.k * (self.c // self.groups)

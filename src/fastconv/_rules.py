@@ -126,10 +126,6 @@ _AVG_BWD = Rule("average pooling gradient", NUMBA, None,
                 "Numba's per-plane scatter (1.8-2.9x cpp)")
 
 
-def _pointwise(s) -> bool:
-    return (s.kh, s.kw, s.stride, s.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
-
-
 def _conv2d(s) -> Rule:
     cg = s.c // s.groups
     if s.n * s.k * cg * s.kh * s.kw * s.oh * s.ow <= TINY_WORK:
@@ -147,7 +143,7 @@ def _conv2d_backward(s) -> Rule:
         return _TINY
     if s.groups == s.c and s.groups > 1:
         return _BWD_DEPTHWISE
-    if _pointwise(s) and s.groups == 1:
+    if s.pointwise and s.groups == 1:
         return _BWD_POINTWISE
     return _BWD_DEEP if depth >= DEEP_GRADIENTS else _BWD
 
@@ -159,7 +155,7 @@ def auto(op: str, spec) -> Rule:
     if op == "conv2d_backward":
         return _conv2d_backward(spec)
     if op == "im2col":
-        return _IM2COL_POINTWISE if _pointwise(spec) else _UNFOLD
+        return _IM2COL_POINTWISE if spec.pointwise else _UNFOLD
     if op == "col2im":
         return _UNFOLD
     if spec.n * spec.c * spec.oh * spec.ow * spec.kh * spec.kw <= TINY_WORK:
@@ -169,7 +165,7 @@ def auto(op: str, spec) -> Rule:
 
 def cpp_kernels(spec) -> tuple[str, ...]:
     """cpp's conv2d kernels that run `spec`."""
-    return ("gemm", "direct", "1x1") if _pointwise(spec) else ("gemm", "direct")
+    return ("gemm", "direct", "1x1") if spec.pointwise else ("gemm", "direct")
 
 
 def default_kernel(op: str, spec) -> str | None:

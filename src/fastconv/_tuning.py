@@ -115,7 +115,8 @@ def cache_dir() -> Path:
 
 
 @functools.lru_cache(maxsize=None)
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), else what platform knows."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -136,7 +137,7 @@ def machine() -> dict[str, str]:
         isa = _cpp.isa_path()
     except ImportError:
         isa = "no cpp extension"
-    return {"cpu": _cpu_model(), "machine": platform.machine(), "isa_path": isa,
+    return {"cpu": cpu_model(), "machine": platform.machine(), "isa_path": isa,
             "fastconv": __version__}
 
 

@@ -47,7 +47,7 @@ class CppBackend(Backend):
         the input already is the GEMM's B matrix, else "gemm" (implicit im2col)."""
         if spec.k // spec.groups < DIRECT_BELOW_GROUP_FILTERS:
             return "direct"
-        if (spec.kh, spec.kw, spec.stride, spec.pads) == (1, 1, (1, 1), (0, 0, 0, 0)):
+        if spec.pointwise:
             return "1x1"
         return "gemm"
 

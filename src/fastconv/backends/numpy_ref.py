@@ -131,7 +131,7 @@ def conv2d(spec: ConvSpec, x, weight, bias, out) -> None:
     # threads busy where one call per image made them wait on each other (on a
     # loaded machine, up to 4x slower), and costs a transposed copy of the result.
     w = _weights(spec, weight)
-    if spec.groups == 1 and _is_pointwise(spec):
+    if spec.groups == 1 and spec.pointwise:
         # The input already is the matrix: one product per image, straight
         # into the output (2x faster than unfolding into one batch-wide one).
         np.matmul(w[0], x.reshape(spec.n, spec.c, -1), out=out.reshape(spec.n, spec.k, -1))
@@ -158,12 +158,6 @@ def conv2d(spec: ConvSpec, x, weight, bias, out) -> None:
         y = w[0] @ cols[0]
         np.copyto(out, y.reshape(spec.k, spec.n, spec.oh, spec.ow).transpose(1, 0, 2, 3))
     _epilogue(spec, bias, out)
-
-
-def _is_pointwise(spec: ConvSpec) -> bool:
-    """A 1x1 kernel at stride 1 without padding: unfolding is the identity."""
-    return ((spec.kh, spec.kw) == (1, 1) and spec.stride == (1, 1)
-            and not any(spec.pads))
 
 
 def _epilogue(spec: ConvSpec, bias, out) -> None:

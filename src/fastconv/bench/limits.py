@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .. import _tuning
+
 # OpenBLAS variables that pin its kernels; the GEMM probe runs without them.
 PINNING_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
@@ -129,17 +131,6 @@ def measure(threads: int, gemm_n: int = 2048, gemm_repeat: int = 4,
 # ---------------------------------------------------------------- the machine
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def isa_path() -> str:
     """The SIMD path of the compiled kernels, or why there is none."""
     try:
@@ -161,7 +152,7 @@ def machine(threads: int) -> dict:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    return {"cpu": cpu_model(), "arch": platform.machine(), "cpus": cpus,
+    return {"cpu": _tuning.cpu_model(), "arch": platform.machine(), "cpus": cpus,
             "isa_path": isa_path(), "threads": threads, "system": platform.platform()}
 
 

@@ -25,6 +25,7 @@ and a backward, with the same inputs and result as ours.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Callable
 
 import numpy as np
@@ -139,17 +140,24 @@ def _fc_call(op: str, layer, a: dict, backend: str) -> Callable[[], object]:
     return lambda: fn(*args, backend=backend, **kw)
 
 
+@contextlib.contextmanager
+def _autotuning(on: bool):
+    """Autotuning switched on or off inside the block, as it was after it."""
+    was = fc.autotune()
+    fc.autotune(on)
+    try:
+        yield
+    finally:
+        fc.autotune(was)
+
+
 def _auto_call(op: str, layer, a: dict, tuned: bool) -> Callable[[], object]:
     """backend="auto" with autotuning switched on (`tuned`) or off for the call."""
     call = _fc_call(op, layer, a, "auto")
 
     def run():
-        was = fc.autotune()
-        fc.autotune(tuned)
-        try:
+        with _autotuning(tuned):
             return call()
-        finally:
-            fc.autotune(was)
     return run
 
 
@@ -157,12 +165,8 @@ def auto_choice(op: str, layer, a: dict, contender: str) -> str:
     """The path an auto contender runs ("cpp/gemm", "numba"...), as explain() gives it:
     the rules' pick, or with autotuning the winner of its latest timing."""
     args, kw = _fc_args(op, layer, a)
-    was = fc.autotune()
-    fc.autotune(contender == "autotuned")
-    try:
+    with _autotuning(contender == "autotuned"):
         return fc.explain(op, *args, **kw).path
-    finally:
-        fc.autotune(was)
 
 
 def _textbook_call(op: str, layer, a: dict) -> Callable[[], object]:
