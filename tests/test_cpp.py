@@ -138,7 +138,41 @@ def test_conv2d_is_bitwise_independent_of_threads(isa, case):
         _thread_counts_agree(lambda t: [_cpp_conv2d(x, w, b, kw, kernel, t)])
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:5])
+# conv2d_backward's paths: images small enough for per-chunk units (grad weight
+# by the direct kernel at stride 1 along rows, by GEMM otherwise) and large ones
+BACKWARD_CASES = CONV_CASES + [
+    ((9, 6, 12, 12), (16, 6, 5, 5), 1, 0, 1, 1),     # lenet_c2, chunks of unequal size
+    ((3, 5, 10, 21), (9, 5, 3, 3), (2, 1), 1, (1, 2), 1),  # row tails, stride 2 down
+    ((2, 64, 20, 20), (16, 64, 3, 3), 1, 1, 1, 1),   # an image past the chunk budget
+    ((1, 48, 22, 22), (8, 24, 3, 3), 1, 0, 2, 2),    # the same, grouped and dilated
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", BACKWARD_CASES)
+def test_conv2d_backward_matches_the_reference(isa, case, dtype):
+    x, w, _, kw = _conv_case(case, dtype, seed=4)
+    g = np.random.default_rng(5).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)
+    g = g.astype(dtype)
+    got = fc.conv2d_backward(g, x, w, **kw, backend="cpp")
+    ref = fc.conv2d_backward(g, x, w, **kw, backend="numpy")
+    for a, b in zip(got, ref):
+        assert_close(a, b)
+
+
+def test_weight_gradient_ignores_inputs_outside_a_taps_windows(isa):
+    """The direct kernel reads whole vectors past the row's end; an inf there
+    must not leak into the taps whose windows never reach it."""
+    x = np.ones((1, 1, 4, 13), np.float32)
+    x[..., -1] = np.inf  # only the last tap along the row sees the last column
+    w = np.ones((1, 1, 1, 3), np.float32)
+    g = np.ones((1, 1, 4, 11), np.float32)
+    gw = fc.conv2d_backward(g, x, w, backend="cpp").weight
+    np.testing.assert_array_equal(gw[..., :2], 44.0)
+    assert np.isinf(gw[..., 2]).all()
+
+
+@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-4:])
 def test_conv2d_backward_is_bitwise_independent_of_threads(case):
     x, w, _, kw = _conv_case(case, np.float32, seed=2)
     g = np.random.default_rng(3).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)

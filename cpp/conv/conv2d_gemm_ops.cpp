@@ -7,6 +7,7 @@
 #include "../direct/direct.h"
 #include "../gemm/blocking.h"
 #include "../gemm/gemm.h"
+#include "../scratch.h"
 #include "conv2d.h"
 #include "unfold.h"
 
@@ -48,7 +49,7 @@ template <typename T>
 void input_gradient_as_conv(const ConvShape& s, const T* grad_out, const T* weight,
                             T* grad_input, int threads) {
     const i64 cg = s.c / s.groups, kg = s.k / s.groups, taps = s.kh * s.kw;
-    std::unique_ptr<T[]> flipped(new T[s.c * kg * taps]);
+    T* flipped = scratch<T>(ScratchSlot::flipped_weight, s.c * kg * taps);
     for (i64 g = 0; g < s.groups; ++g)
         for (i64 c = 0; c < cg; ++c)
             for (i64 i = 0; i < kg; ++i)
@@ -59,7 +60,119 @@ void input_gradient_as_conv(const ConvShape& s, const T* grad_out, const T* weig
     t.c = s.k, t.h = s.oh, t.w = s.ow, t.k = s.c;
     t.pad_top = s.dh * (s.kh - 1) - s.pad_top, t.pad_left = s.dw * (s.kw - 1) - s.pad_left;
     t.oh = s.h, t.ow = s.w;
-    conv2d_gemm<T>(t, grad_out, flipped.get(), nullptr, grad_input, false, threads);
+    conv2d_gemm<T>(t, grad_out, flipped, nullptr, grad_input, false, threads);
+}
+
+/* grad_bias[k] <- sum over images and pixels of grad_out[n][k] */
+template <typename T>
+void grad_bias_sums(const ConvShape& s, const T* grad_out, T* grad_bias, int threads) {
+    const i64 pixels = s.oh * s.ow;
+    parallel_for(s.k, threads_for(s.n * s.k * pixels, s.k, threads), [&](i64 k) {
+        double sum = 0;  // in order, images then pixels
+        for (i64 n = 0; n < s.n; ++n) {
+            const T* gk = grad_out + (n * s.k + k) * pixels;
+            for (i64 p = 0; p < pixels; ++p) sum += gk[p];
+        }
+        grad_bias[k] = T(sum);
+    });
+}
+
+/* c (m x n) (+)= a (m x k) * b (k x n) on the calling thread */
+template <typename T>
+void gemm_here(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
+               GemmWorkspace<T>& ws) {
+    for (i64 j0 = 0; j0 < n; j0 += Blocking<T>::nc)
+        gemm_block<T>(m, n, k, a, b, c, ldc, accumulate, nullptr, false, j0,
+                      std::min(Blocking<T>::nc, n - j0), 0, m, ws);
+}
+
+// Images per unit of the small-image backward; 0 when one image's im2col
+// matrix is too large for it.
+template <typename T>
+i64 images_per_l2_chunk(const ConvShape& s) {
+    // the chunk's im2col matrix and its gradient, with room left in a 512 KB L2
+    // for the GEMM's packed blocks
+    constexpr i64 kBudgetBytes = 192 << 10;
+    const i64 per_image = s.c * s.kh * s.kw * s.oh * s.ow * i64(sizeof(T)) * 2;
+    return per_image > kBudgetBytes ? 0 : std::min(s.n, kBudgetBytes / per_image);
+}
+
+/* out[i] <- sum over u of parts[u*size + i], in order of u */
+template <typename T>
+void sum_in_order(const T* parts, i64 count, i64 size, T* out, int threads) {
+    constexpr i64 kBlock = 1024;
+    const i64 blocks = (size + kBlock - 1) / kBlock;
+    parallel_for(blocks, threads_for(size * count, blocks, threads), [&](i64 b) {
+        const i64 lo = b * kBlock, hi = std::min(size, lo + kBlock);
+        std::copy(parts + lo, parts + hi, out + lo);
+        for (i64 u = 1; u < count; ++u)
+            for (i64 i = lo; i < hi; ++i) out[i] += parts[u * size + i];
+    });
+}
+
+/* grad weight by the direct kernel (stride 1 along rows), over fixed chunks
+   of images of about 2^20 multiply-adds each, summed in chunk order */
+template <typename T>
+void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* grad_weight,
+                        int threads) {
+    const i64 weight_size = s.k * (s.c / s.groups) * s.kh * s.kw;
+    const i64 per_image = std::max<i64>(1, weight_size * s.oh * s.ow);
+    const i64 chunk = std::clamp<i64>((1 << 20) / per_image, 1, s.n);
+    const i64 units = (s.n + chunk - 1) / chunk;
+    T* partial = scratch<T>(ScratchSlot::partials, units * weight_size);
+    const auto kernel = direct_kernels<T>().conv_weight_grad;
+    parallel_for(units, threads_for(s.n * per_image, units, threads), [&](i64 u) {
+        kernel(s, grad_out, x, u * chunk, std::min(s.n, (u + 1) * chunk),
+               partial + u * weight_size);
+    });
+    sum_in_order(partial, units, weight_size, grad_weight, threads);
+}
+
+/* conv2d_backward's grad input, and grad weight where the direct kernel does
+   not apply, for images small enough that a chunk of them stays in one core's
+   L2 from unfolding to folding: each unit is one chunk, start to end, on one
+   thread (handing the im2col matrices between threads from step to step cost
+   more than the second thread gained). */
+template <typename T>
+void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, const T* x,
+                           const T* weight, T* grad_input, T* grad_weight, int threads) {
+    const i64 cg = s.c / s.groups, kg = s.k / s.groups;
+    const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
+    const i64 units = (s.n + chunk - 1) / chunk, weight_size = s.k * depth;
+    const bool direct_weight = s.sw == 1;
+    if (direct_weight) weight_grad_direct(s, grad_out, x, grad_weight, threads);
+    T* partial = direct_weight ? nullptr : scratch<T>(ScratchSlot::partials, units * weight_size);
+    const int nt = threads_for(2 * s.n * s.k * depth * pixels, units, threads);
+    team(units, nt, [&](UnitQueue& q) {
+        // this thread's buffers (the caller's slots are free: it holds only `partial`)
+        T* cols = direct_weight ? nullptr
+                                : scratch<T>(ScratchSlot::backward_cols, s.c * s.kh * s.kw * pixels * chunk);
+        T* dcols = scratch<T>(ScratchSlot::backward_dcols, s.c * s.kh * s.kw * pixels * chunk);
+        T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
+        GemmWorkspace<T> ws;
+        for (i64 unit; claim(q, unit);) {
+            const i64 n0 = unit * chunk;
+            ConvShape part = s;
+            part.n = std::min(chunk, s.n - n0);
+            const i64 ld = part.n * pixels;
+            if (!direct_weight) unfold_images(part, x + n0 * s.c * plane, cols, 1);
+            for (i64 j = 0; j < part.n; ++j)
+                for (i64 k = 0; k < s.k; ++k)
+                    std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
+                                g + k * ld + j * pixels);
+            for (i64 grp = 0; grp < s.groups; ++grp) {
+                const T* gg = g + grp * kg * ld;
+                if (!direct_weight)
+                    gemm_here<T>(kg, depth, ld, {gg, ld, 1}, {cols + grp * depth * ld, 1, ld},
+                                 partial + unit * weight_size + grp * kg * depth, depth, false,
+                                 ws);
+                gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, ld, 1},
+                             dcols + grp * depth * ld, ld, false, ws);
+            }
+            fold_images(part, dcols, grad_input + n0 * s.c * plane, 1);
+        }
+    });
+    if (!direct_weight) sum_in_order(partial, units, weight_size, grad_weight, threads);
 }
 
 template <typename T>
@@ -67,6 +180,15 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
                      T* grad_input, T* grad_weight, T* grad_bias, int threads) {
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
     const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
+    grad_bias_sums(s, grad_out, grad_bias, threads);
+    if (s.n == 0) {
+        std::fill(grad_weight, grad_weight + s.k * depth, T(0));
+        return;
+    }
+    if (const i64 chunk = images_per_l2_chunk<T>(s)) {
+        backward_in_l2_chunks(s, chunk, grad_out, x, weight, grad_input, grad_weight, threads);
+        return;
+    }
     // Images go in chunks whose im2col matrix fits a fixed budget (not the
     // thread count, so that the sums do not depend on it): a few GEMMs per
     // chunk instead of several per image.
@@ -82,43 +204,42 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
     const bool as_conv = s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
                          s.pad_left <= s.dw * (s.kw - 1) && 4 * plane <= 5 * pixels;
     if (as_conv) input_gradient_as_conv(s, grad_out, weight, grad_input, threads);
-    std::unique_ptr<T[]> cols(new T[per_image * chunk]);
-    std::unique_ptr<T[]> dcols(as_conv ? nullptr : new T[per_image * chunk]);
-    std::unique_ptr<T[]> g(new T[s.k * pixels * chunk]);
-    if (s.n == 0) std::fill(grad_weight, grad_weight + s.k * depth, T(0));
+    T* cols = scratch<T>(ScratchSlot::backward_cols, per_image * chunk);
+    T* dcols = as_conv ? nullptr : scratch<T>(ScratchSlot::backward_dcols, per_image * chunk);
+    T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
+    // grad weight is a small matrix (K x depth) summed over every pixel of the
+    // batch: with few tiles of it, the pixels are cut into slices too
+    // (of 4 depth blocks at least, and about 2^20 multiply-adds)
+    constexpr i64 kc = Blocking<T>::kc;
+    const i64 weight_tiles = (kg + Blocking<T>::mc - 1) / Blocking<T>::mc *
+                             ((depth + Blocking<T>::nc - 1) / Blocking<T>::nc);
+    const i64 weight_slice =
+        weight_tiles >= 8 ? 0 : std::max(4 * kc, ((1 << 20) / (kg * depth) + kc - 1) / kc * kc);
     for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
         ConvShape part = s;
         part.n = std::min(chunk, s.n - n0);
         const i64 cols_ld = part.n * pixels;
-        unfold_images(part, x + n0 * s.c * plane, cols.get(), threads);
+        unfold_images(part, x + n0 * s.c * plane, cols, threads);
         /* g[k][j*P + p] <- grad_out[n0 + j][k][p]: the chunk's gradient as one matrix */
         for (i64 j = 0; j < part.n; ++j)
             for (i64 k = 0; k < s.k; ++k)
                 std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
-                            g.get() + k * cols_ld + j * pixels);
+                            g + k * cols_ld + j * pixels);
         for (i64 grp = 0; grp < s.groups; ++grp) {
-            const T* gg = g.get() + grp * kg * cols_ld;
+            const T* gg = g + grp * kg * cols_ld;
             /* grad_weight[grp*Kg + i][q] += sum_p g[grp*Kg + i][p] * cols[grp*depth + q][p] */
-            gemm<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
-                    {cols.get() + grp * depth * cols_ld, 1, cols_ld},
-                    grad_weight + grp * kg * depth, depth, n0 > 0, nullptr, false, threads);
+            gemm_depth_sliced<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
+                                 {cols + grp * depth * cols_ld, 1, cols_ld},
+                                 grad_weight + grp * kg * depth, depth, n0 > 0, weight_slice,
+                                 threads);
             if (as_conv) continue;
             /* dcols[grp*depth + q][p] <- sum_i weight[grp*Kg + i][q] * g[grp*Kg + i][p] */
             gemm<T>(depth, cols_ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, cols_ld, 1},
-                    dcols.get() + grp * depth * cols_ld, cols_ld, false, nullptr, false,
+                    dcols + grp * depth * cols_ld, cols_ld, false, nullptr, false,
                     threads);
         }
-        if (!as_conv) fold_images(part, dcols.get(), grad_input + n0 * s.c * plane, threads);
+        if (!as_conv) fold_images(part, dcols, grad_input + n0 * s.c * plane, threads);
     }
-    const int nt = threads_for(s.n * s.k * pixels, s.k, threads);
-    parallel_for(s.k, nt, [&](i64 k) {
-        double sum = 0;  // in order, images then pixels
-        for (i64 n = 0; n < s.n; ++n) {
-            const T* gk = grad_out + (n * s.k + k) * pixels;
-            for (i64 p = 0; p < pixels; ++p) sum += gk[p];
-        }
-        grad_bias[k] = T(sum);
-    });
 }
 
 template void conv2d_1x1<float>(const ConvShape&, const float*, const float*, const float*, float*,

@@ -80,24 +80,29 @@ void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads) {
 template <typename T>
 void unfold_images(const ConvShape& s, const T* x, T* cols, int threads) {
     const i64 rows = s.c * taps(s), pixels = s.oh * s.ow, ld = s.n * pixels;
-    const int nt = threads_for(rows * ld, rows * s.n, threads);
-    parallel_for(rows * s.n, nt, [&](i64 unit) {
-        const i64 r = unit / s.n, j = unit % s.n;
+    // a unit is one row of cols for a run of images: a few thousand elements
+    const i64 images = std::clamp<i64>(4096 / std::max<i64>(pixels, 1), 1, std::max<i64>(s.n, 1));
+    const i64 runs = (s.n + images - 1) / images;
+    const int nt = threads_for(rows * ld, rows * runs, threads);
+    parallel_for(rows * runs, nt, [&](i64 unit) {
+        const i64 r = unit / runs, j0 = unit % runs * images;
         const i64 c = r / taps(s), kh = (r / s.kw) % s.kh, kw = r % s.kw;
         const i64 offset = kw * s.dw - s.pad_left;
         const Range cr = valid(s.ow, s.w, s.sw, offset);
-        const T* image = x + j * s.c * s.h * s.w;
-        T* dst = cols + r * ld + j * pixels;
-        for (i64 oh = 0; oh < s.oh; ++oh, dst += s.ow) {
-            const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
-            if (ih < 0 || ih >= s.h) {
-                std::fill(dst, dst + s.ow, T(0));
-                continue;
+        for (i64 j = j0; j < std::min(s.n, j0 + images); ++j) {
+            const T* image = x + j * s.c * s.h * s.w;
+            T* dst = cols + r * ld + j * pixels;
+            for (i64 oh = 0; oh < s.oh; ++oh, dst += s.ow) {
+                const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
+                if (ih < 0 || ih >= s.h) {
+                    std::fill(dst, dst + s.ow, T(0));
+                    continue;
+                }
+                const T* src = image + (c * s.h + ih) * s.w + offset;
+                std::fill(dst, dst + cr.lo, T(0));
+                for (i64 ow = cr.lo; ow < cr.hi; ++ow) dst[ow] = src[ow * s.sw];
+                std::fill(dst + cr.hi, dst + s.ow, T(0));
             }
-            const T* src = image + (c * s.h + ih) * s.w + offset;
-            std::fill(dst, dst + cr.lo, T(0));
-            for (i64 ow = cr.lo; ow < cr.hi; ++ow) dst[ow] = src[ow * s.sw];
-            std::fill(dst + cr.hi, dst + s.ow, T(0));
         }
     });
 }
@@ -110,10 +115,13 @@ void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
         const i64 j = plane / s.c, c = plane % s.c;
         T* dst = x + plane * s.h * s.w;
         std::fill(dst, dst + s.h * s.w, T(0));
-        for (i64 kh = 0; kh < s.kh; ++kh) {
-            for (i64 kw = 0; kw < s.kw; ++kw) {
-                const i64 offset = kw * s.dw - s.pad_left;
-                const Range cr = valid(s.ow, s.w, s.sw, offset);
+        // taps along the row outermost: rows that overlap (the same input row,
+        // shifted by one tap) are then written many rows apart, after the
+        // earlier store has left the store buffer (adding right after it stalls)
+        for (i64 kw = 0; kw < s.kw; ++kw) {
+            const i64 offset = kw * s.dw - s.pad_left;
+            const Range cr = valid(s.ow, s.w, s.sw, offset);
+            for (i64 kh = 0; kh < s.kh; ++kh) {
                 const T* src = cols + ((c * s.kh + kh) * s.kw + kw) * ld + j * pixels;
                 for (i64 oh = 0; oh < s.oh; ++oh, src += s.ow) {
                     const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <new>
 
+#include "../scratch.h"
 #include "direct.h"
 
 // 32-byte vector values never cross a call boundary here (all internal and
@@ -431,9 +432,130 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
 
 }  // namespace
 
+// Where conv_weight_grad's row pairs lie: images, then output rows within one.
+struct RowWalk {
+    i64 images, rows;          // rows per image
+    i64 g_image, g_row;        // steps between grad rows
+    i64 x_image, x_row;        // steps between input rows
+};
+
+/* One register tile of conv_weight_grad: sums[a][q] <- sum over the row pairs of
+   the grad row (from g[a]) times the input row (from xs) shifted by tap[q],
+   vectorised along the row: `full` whole vectors, then one masked by `tail`. */
+template <typename T, int KT, int QT>
+void weight_grad_tile(const T* const* g, const T* xs, const RowWalk& w, const i64* tap,
+                      i64 full, typename Lanes<T>::I tail, bool has_tail, T (*sums)[QT]) {
+    using V = typename Lanes<T>::V;
+    using I = typename Lanes<T>::I;
+    constexpr int L = Lanes<T>::n;
+    V acc[KT][QT] = {};
+    for (i64 n = 0; n < w.images; ++n) {
+        const T* xr = xs + n * w.x_image;
+        const i64 g0 = n * w.g_image;
+        for (i64 r = 0; r < w.rows; ++r, xr += w.x_row) {
+            const i64 gr = g0 + r * w.g_row;
+            for (i64 v = 0; v < full; ++v) {
+                V xv[QT];
+                for (int q = 0; q < QT; ++q) xv[q] = load<V>(xr + tap[q] + v * L);
+                for (int a = 0; a < KT; ++a) {
+                    const V gv = load<V>(g[a] + gr + v * L);
+                    for (int q = 0; q < QT; ++q) acc[a][q] += gv * xv[q];
+                }
+            }
+            if (has_tail) {  // lanes past the row are zero in both (an input there may be inf)
+                V xv[QT];
+                for (int q = 0; q < QT; ++q)
+                    xv[q] = V(I(load<V>(xr + tap[q] + full * L)) & tail);
+                for (int a = 0; a < KT; ++a) {
+                    const V gv = load<V>(g[a] + gr + full * L);
+                    for (int q = 0; q < QT; ++q) acc[a][q] += gv * xv[q];
+                }
+            }
+        }
+    }
+    for (int a = 0; a < KT; ++a)
+        for (int q = 0; q < QT; ++q) {
+            T t = T(0);
+            for (int l = 0; l < L; ++l) t += acc[a][q][l];
+            sums[a][q] = t;
+        }
+}
+
+/* See DirectKernels::conv_weight_grad. The images' input is copied zero-padded
+   (so every tap reads inside it) and grad_out with rows rounded up to whole
+   vectors (zeros past the row); each (c, kh) then takes tiles of KT filters x
+   QT taps kw, a tile's remainder repeating its last filter or tap. */
+template <typename T, int KT, int QT>
+void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
+                            T* grad_weight) {
+    using I = typename Lanes<T>::I;
+    constexpr int L = Lanes<T>::n;
+    const i64 cg = s.c / s.groups, kg = s.k / s.groups, images = n1 - n0;
+    const i64 full = s.ow / L, has_tail = s.ow % L != 0, owv = (full + has_tail) * L;
+    const i64 hp = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1, wp = owv + (s.kw - 1) * s.dw;
+    T* xp = static_cast<T*>(scratch_bytes(ScratchSlot::padded_input,
+                                          sizeof(T) * images * s.c * hp * wp));
+    T* gp = static_cast<T*>(scratch_bytes(ScratchSlot::padded_grad,
+                                          sizeof(T) * images * s.k * s.oh * owv));
+    for (i64 plane = 0; plane < images * s.c; ++plane) {
+        const T* src = x + (n0 * s.c + plane) * s.h * s.w;
+        for (i64 r = 0; r < hp; ++r) {
+            T* dst = xp + (plane * hp + r) * wp;
+            const i64 ih = r - s.pad_top;
+            for (i64 col = 0; col < wp; ++col) {
+                const i64 iw = col - s.pad_left;
+                dst[col] = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w ? src[ih * s.w + iw] : T(0);
+            }
+        }
+    }
+    for (i64 row = 0; row < images * s.k * s.oh; ++row) {
+        const T* src = grad_out + n0 * s.k * s.oh * s.ow + row * s.ow;
+        T* dst = gp + row * owv;
+        for (i64 o = 0; o < s.ow; ++o) dst[o] = src[o];
+        for (i64 o = s.ow; o < owv; ++o) dst[o] = T(0);
+    }
+    I tail;
+    for (int l = 0; l < L; ++l) tail[l] = l < s.ow - full * L ? -1 : 0;
+    const RowWalk walk{images, s.oh, s.k * s.oh * owv, owv, s.c * hp * wp, s.sh * wp};
+    T sums[KT][QT];
+    for (i64 grp = 0; grp < s.groups; ++grp) {
+        for (i64 c = 0; c < cg; ++c) {
+            for (i64 kh = 0; kh < s.kh; ++kh) {
+                const T* xs = xp + ((grp * cg + c) * hp + kh * s.dh) * wp;
+                for (i64 k0 = 0; k0 < kg; k0 += KT) {
+                    const T* g[KT];
+                    for (int a = 0; a < KT; ++a)
+                        g[a] = gp + (grp * kg + min_(k0 + a, kg - 1)) * s.oh * owv;
+                    for (i64 kw0 = 0; kw0 < s.kw; kw0 += QT) {
+                        i64 tap[QT];
+                        for (int q = 0; q < QT; ++q) tap[q] = min_(kw0 + q, s.kw - 1) * s.dw;
+                        weight_grad_tile<T, KT, QT>(g, xs, walk, tap, full, tail, has_tail, sums);
+                        for (int a = 0; a < KT && k0 + a < kg; ++a)
+                            for (int q = 0; q < QT && kw0 + q < s.kw; ++q)
+                                grad_weight[(((grp * kg + k0 + a) * cg + c) * s.kh + kh) * s.kw +
+                                            kw0 + q] = sums[a][q];
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T>
+void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
+                      T* grad_weight) {
+    // 4 filters x 3 taps fill 12 of the 16 vector registers (x kept, g streamed)
+    if (s.kw == 1)
+        conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, grad_weight);
+    else if (s.kw % 2 == 0 && s.kw < 6)
+        conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, grad_weight);
+    else
+        conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, grad_weight);
+}
+
 template <typename T>
 DirectKernels<T> direct_kernels() {
-    return {&max_pool<T>, &avg_pool<T>, &conv<T>, FASTCONV_ISA_NAME};
+    return {&max_pool<T>, &avg_pool<T>, &conv<T>, &conv_weight_grad<T>, FASTCONV_ISA_NAME};
 }
 
 template DirectKernels<float> direct_kernels<float>();

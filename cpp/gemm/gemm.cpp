@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../direct/direct.h"
+#include "../scratch.h"
 #include "blocking.h"
 #include "ukernel.h"
 
@@ -167,13 +168,55 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
     });
 }
 
+template <typename T>
+void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc,
+                       bool accumulate, i64 slice, int threads) {
+    const i64 slices = slice > 0 ? ceil_div(k, slice) : 1;
+    if (slices <= 1 || m <= 0 || n <= 0) {
+        gemm<T>(m, n, k, a, b, c, ldc, accumulate, nullptr, false, threads);
+        return;
+    }
+    T* partials = scratch<T>(ScratchSlot::partials, slices * m * n);
+    const GemmSplit split = gemm_split<T>(m, n, threads);
+    const i64 tiles = split.col_blocks * split.row_groups;
+    const int nt = threads_for(m * n * k, slices * tiles, threads);
+    team(slices * tiles, nt, [&](UnitQueue& q) {
+        GemmWorkspace<T> ws;
+        for (i64 unit; claim(q, unit);) {
+            const i64 s = unit / tiles, tile = unit % tiles;
+            const i64 j0 = tile % split.col_blocks * Blocking<T>::nc;
+            const i64 i0 = tile / split.col_blocks * split.rows_per_group;
+            const i64 p0 = s * slice;
+            const MatView<T> as{a.p + p0 * a.cs, a.rs, a.cs}, bs{b.p + p0 * b.rs, b.rs, b.cs};
+            gemm_block<T>(m, n, std::min(slice, k - p0), as, bs, partials + s * m * n, n, false,
+                       nullptr, false, j0, std::min(Blocking<T>::nc, n - j0), i0,
+                       std::min(m, i0 + split.rows_per_group), ws);
+        }
+    });
+    parallel_for(m, threads_for(m * n * slices, m, threads), [&](i64 i) {
+        T* row = c + i * ldc;
+        const T* first = partials + i * n;
+        if (accumulate) {
+            for (i64 j = 0; j < n; ++j) row[j] += first[j];
+        } else {
+            std::copy(first, first + n, row);
+        }
+        for (i64 s = 1; s < slices; ++s) {
+            const T* part = partials + (s * m + i) * n;
+            for (i64 j = 0; j < n; ++j) row[j] += part[j];
+        }
+    });
+}
+
 #define FASTCONV_GEMM(T)                                                                 \
     template struct GemmWorkspace<T>;                                                    \
     template void gemm_block<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool,    \
                                 const T*, bool, i64, i64, i64, i64, GemmWorkspace<T>&);  \
     template GemmSplit gemm_split<T>(i64, i64, int);                                     \
     template void gemm<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, const T*, \
-                          bool, int);
+                          bool, int);                                                    \
+    template void gemm_depth_sliced<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, \
+                                       i64, int);
 FASTCONV_GEMM(float)
 FASTCONV_GEMM(double)
 #undef FASTCONV_GEMM

@@ -24,6 +24,15 @@ template <typename T>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, MatView<T> b, T* c,
           std::int64_t ldc, bool accumulate, const T* bias, bool relu, int threads);
 
+// gemm (without epilogue) for products with few tiles of c and a long depth: the
+// depth is cut into slices of `slice` (chosen by the caller from the shape, so
+// that the sums do not depend on `threads`), run in parallel into buffers and
+// added to c in slice order.
+template <typename T>
+void gemm_depth_sliced(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a,
+                       MatView<T> b, T* c, std::int64_t ldc, bool accumulate, std::int64_t slice,
+                       int threads);
+
 // The pieces of gemm, for callers that run many products in one team of
 // threads: a thread's packing buffers, and one unit of work — columns
 // [j0, j0 + cols) and rows [i_begin, i_end) of c, every depth block.
