@@ -145,6 +145,7 @@ BACKWARD_CASES = CONV_CASES + [
     ((3, 5, 10, 21), (9, 5, 3, 3), (2, 1), 1, (1, 2), 1),  # row tails, stride 2 down
     ((2, 64, 20, 20), (16, 64, 3, 3), 1, 1, 1, 1),   # an image past the chunk budget
     ((1, 48, 22, 22), (8, 24, 3, 3), 1, 0, 2, 2),    # the same, grouped and dilated
+    ((1, 64, 24, 24), (8, 64, 3, 3), 2, 1, 1, 1),    # large, stride 2: unfold + GEMM
 ]
 
 
@@ -172,7 +173,7 @@ def test_weight_gradient_ignores_inputs_outside_a_taps_windows(isa):
     assert np.isinf(gw[..., 2]).all()
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-4:])
+@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-5:])
 def test_conv2d_backward_is_bitwise_independent_of_threads(case):
     x, w, _, kw = _conv_case(case, np.float32, seed=2)
     g = np.random.default_rng(3).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)

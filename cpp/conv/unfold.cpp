@@ -24,6 +24,12 @@ Range valid(i64 out, i64 size, i64 stride, i64 offset) {
 
 i64 taps(const ConvShape& s) { return s.kh * s.kw; }
 
+/* dst[i] += src[i] for i < n; the two never overlap */
+template <typename T>
+void add_run(T* __restrict dst, const T* __restrict src, i64 n) {
+    for (i64 i = 0; i < n; ++i) dst[i] += src[i];
+}
+
 }  // namespace
 
 template <typename T>
@@ -127,6 +133,10 @@ void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
                     const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
                     if (ih < 0 || ih >= s.h) continue;
                     T* row = dst + ih * s.w + offset;
+                    if (s.sw == 1) {
+                        add_run(row + cr.lo, src + cr.lo, cr.hi - cr.lo);
+                        continue;
+                    }
                     for (i64 ow = cr.lo; ow < cr.hi; ++ow) row[ow * s.sw] += src[ow];
                 }
             }

@@ -518,14 +518,15 @@ void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i
     for (int l = 0; l < L; ++l) tail[l] = l < s.ow - full * L ? -1 : 0;
     const RowWalk walk{images, s.oh, s.k * s.oh * owv, owv, s.c * hp * wp, s.sh * wp};
     T sums[KT][QT];
+    // filters outermost: their grad rows stay in cache while the input streams
     for (i64 grp = 0; grp < s.groups; ++grp) {
-        for (i64 c = 0; c < cg; ++c) {
-            for (i64 kh = 0; kh < s.kh; ++kh) {
-                const T* xs = xp + ((grp * cg + c) * hp + kh * s.dh) * wp;
-                for (i64 k0 = 0; k0 < kg; k0 += KT) {
-                    const T* g[KT];
-                    for (int a = 0; a < KT; ++a)
-                        g[a] = gp + (grp * kg + min_(k0 + a, kg - 1)) * s.oh * owv;
+        for (i64 k0 = 0; k0 < kg; k0 += KT) {
+            const T* g[KT];
+            for (int a = 0; a < KT; ++a)
+                g[a] = gp + (grp * kg + min_(k0 + a, kg - 1)) * s.oh * owv;
+            for (i64 c = 0; c < cg; ++c) {
+                for (i64 kh = 0; kh < s.kh; ++kh) {
+                    const T* xs = xp + ((grp * cg + c) * hp + kh * s.dh) * wp;
                     for (i64 kw0 = 0; kw0 < s.kw; kw0 += QT) {
                         i64 tap[QT];
                         for (int q = 0; q < QT; ++q) tap[q] = min_(kw0 + q, s.kw - 1) * s.dw;
