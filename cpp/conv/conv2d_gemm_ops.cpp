@@ -115,10 +115,11 @@ void sum_in_order(const T* parts, i64 count, i64 size, T* out, int threads) {
     });
 }
 
-/* Images per unit of the direct grad weight kernel: about 2^20 multiply-adds */
+/* Images per unit of the direct grad weight kernel: about 2^21 multiply-adds
+   (each unit ends with a sum of lanes per weight and a partial to add up) */
 i64 weight_grad_chunk(const ConvShape& s) {
     const i64 per_image = std::max<i64>(1, s.k * (s.c / s.groups) * s.kh * s.kw * s.oh * s.ow);
-    return std::clamp<i64>((1 << 20) / per_image, 1, std::max<i64>(s.n, 1));
+    return std::clamp<i64>((1 << 21) / per_image, 1, std::max<i64>(s.n, 1));
 }
 
 /* Whether grad weight goes to the direct kernel: stride 1 along rows, enough
@@ -161,11 +162,16 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
     const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
     const i64 units = (s.n + chunk - 1) / chunk, weight_size = s.k * depth;
+    // With the direct kernel, its units (larger chunks) come first in the same
+    // team: one hand-off, and the small units even out the threads' shares.
     const bool direct_weight = direct_weight_grad_pays(s);
-    if (direct_weight) weight_grad_direct(s, grad_out, x, grad_weight, threads);
-    T* partial = direct_weight ? nullptr : scratch<T>(ScratchSlot::partials, units * weight_size);
-    const int nt = threads_for(2 * s.n * s.k * depth * pixels, units, threads);
-    team(units, nt, [&](UnitQueue& q) {
+    const i64 weight_chunk = direct_weight ? weight_grad_chunk(s) : chunk;
+    const i64 weight_units = direct_weight ? (s.n + weight_chunk - 1) / weight_chunk : 0;
+    const i64 partials = direct_weight ? weight_units : units;
+    T* partial = scratch<T>(ScratchSlot::partials, partials * weight_size);
+    const auto weight_kernel = direct_kernels<T>().conv_weight_grad;
+    const int nt = threads_for(2 * s.n * s.k * depth * pixels, weight_units + units, threads);
+    team(weight_units + units, nt, [&](UnitQueue& q) {
         // this thread's buffers (the caller's slots are free: it holds only `partial`)
         T* cols = direct_weight ? nullptr
                                 : scratch<T>(ScratchSlot::backward_cols, s.c * s.kh * s.kw * pixels * chunk);
@@ -173,6 +179,13 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
         T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
+            if (unit < weight_units) {
+                weight_kernel(s, grad_out, x, unit * weight_chunk,
+                              std::min(s.n, (unit + 1) * weight_chunk),
+                              partial + unit * weight_size);
+                continue;
+            }
+            unit -= weight_units;
             const i64 n0 = unit * chunk;
             ConvShape part = s;
             part.n = std::min(chunk, s.n - n0);
@@ -194,7 +207,7 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
             fold_images(part, dcols, grad_input + n0 * s.c * plane, 1);
         }
     });
-    if (!direct_weight) sum_in_order(partial, units, weight_size, grad_weight, threads);
+    sum_in_order(partial, partials, weight_size, grad_weight, threads);
 }
 
 template <typename T>
