@@ -31,6 +31,7 @@ void cpu_relax() {
 
 // A worker that finished a job polls this many times (about 50 us) for the next
 // one before it sleeps: a kernel's few back-to-back regions then start at once.
+// The caller polls as long for the workers still in its job's last units.
 constexpr int SPIN = 1500;
 
 struct Job {
@@ -38,8 +39,8 @@ struct Job {
     UnitQueue* units;
     Participant participant;
     void* context;
-    int seats;         // workers that may still join
-    int running = 0;   // workers inside participant
+    int seats;                     // workers that may still join
+    std::atomic<int> running{0};   // workers inside participant (changed under the lock)
     std::exception_ptr error;
 };
 
@@ -82,9 +83,15 @@ void Pool::run(std::int64_t count, int threads, Participant participant, void* c
         job.error = std::current_exception();
     }
     {
-        std::unique_lock<std::mutex> lock(m_);
+        std::lock_guard<std::mutex> lock(m_);
         job_ = nullptr;  // workers that have not joined yet never will
-        done_.wait(lock, [&] { return job.running == 0; });
+    }
+    // the workers still inside are finishing their last unit: poll a while
+    // before sleeping (a sleeping caller's wake-up took longer than the unit)
+    for (int i = 0; i < SPIN && job.running.load() != 0; ++i) cpu_relax();
+    if (job.running.load() != 0) {
+        std::unique_lock<std::mutex> lock(m_);
+        done_.wait(lock, [&] { return job.running.load() == 0; });
     }
     if (job.error) std::rethrow_exception(job.error);
 }
