@@ -21,6 +21,7 @@ enum class ScratchSlot {
     padded_input,
     padded_grad,
     row_offsets,
+    padded_conv_input,
     count
 };
 

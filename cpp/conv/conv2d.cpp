@@ -8,6 +8,7 @@
 #include "../direct/direct.h"
 #include "../gemm/blocking.h"
 #include "../gemm/ukernel.h"
+#include "../scratch.h"
 
 namespace fastconv {
 
@@ -254,11 +255,76 @@ void compute_tile(const ConvShape& s, const UKernel<T>& uk, Kernel kernel, i64 g
     }
 }
 
+template <typename T>
+void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                   bool relu, int threads);
+
+// Whether a zero-padded copy of the input pays: at stride 1 along rows, a
+// micro-panel half that stays inside one output row is read in place only
+// when none of its taps falls in the padding; on the copy none does. Rows of
+// at least two half-panels, so that most halves stay inside a row.
+template <typename T>
+bool pad_a_copy_first(const ConvShape& s) {
+    const UKernel<T> uk = gemm_ukernel<T>();
+    return uk.in_place != nullptr && s.sw == 1 && (s.pad_top > 0 || s.pad_left > 0) &&
+           s.ow >= uk.nr;
+}
+
+/* The convolution on zero-padded copies of chunks of images (a bounded
+   buffer, kept by the thread), run without padding: exactly the rows and
+   columns the taps reach. */
+template <typename T>
+void conv2d_on_padded_copies(const ConvShape& s, const T* x, const T* weight, const T* bias,
+                             T* out, bool relu, int threads) {
+    ConvShape p = s;
+    p.h = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+    p.w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+    p.pad_top = p.pad_left = 0;
+    constexpr i64 kBudgetBytes = 8 << 20;
+    const i64 per_image = s.c * p.h * p.w;
+    const i64 chunk = std::clamp<i64>(kBudgetBytes / (per_image * i64(sizeof(T))), 1, s.n);
+    T* padded = scratch<T>(ScratchSlot::padded_conv_input, chunk * per_image);
+    for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
+        p.n = std::min(chunk, s.n - n0);
+        parallel_for(p.n * s.c, threads_for(p.n * per_image, p.n * s.c, threads), [&](i64 plane) {
+            const T* src = x + (n0 * s.c + plane) * s.h * s.w;
+            T* dst = padded + plane * p.h * p.w;
+            for (i64 r = 0; r < p.h; ++r, dst += p.w) {
+                const i64 ih = r - s.pad_top;
+                if (ih < 0 || ih >= s.h) {
+                    std::fill(dst, dst + p.w, T(0));
+                    continue;
+                }
+                // columns [lo, hi) of the copy are input columns lo - pad_left ...
+                const i64 lo = std::min(p.w, s.pad_left);
+                const i64 hi = std::max(lo, std::min(p.w, s.w + s.pad_left));
+                std::fill(dst, dst + lo, T(0));
+                std::copy(src + ih * s.w + lo - s.pad_left, src + ih * s.w + hi - s.pad_left,
+                          dst + lo);
+                std::fill(dst + hi, dst + p.w, T(0));
+            }
+        });
+        conv2d_packed(p, padded, weight, bias, out + n0 * s.k * s.oh * s.ow, relu, threads);
+    }
+}
+
 }  // namespace
 
 template <typename T>
 void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
                  bool relu, int threads) {
+    if (pad_a_copy_first<T>(s)) {
+        conv2d_on_padded_copies(s, x, weight, bias, out, relu, threads);
+        return;
+    }
+    conv2d_packed(s, x, weight, bias, out, relu, threads);
+}
+
+namespace {
+
+template <typename T>
+void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                   bool relu, int threads) {
     const UKernel<T> uk = gemm_ukernel<T>();
     const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
     const i64 panels = ceil_div(gm.rows, uk.mr);
@@ -298,9 +364,11 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
             const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
             runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
+            const bool packed_panels = std::count(ws.runs.in_place.begin(),
+                                                  ws.runs.in_place.end(), -1) > 0;
             for (i64 p0 = 0; p0 < gm.depth; p0 += kc_max) {            // depth blocks: pack B
                 const i64 kc = std::min(kc_max, gm.depth - p0);
-                pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
+                if (packed_panels) pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
                 const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
                 for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks
                     const i64 i1 = std::min(i0 + mc, gm.rows);
@@ -333,6 +401,8 @@ void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias,
         }
     });
 }
+
+}  // namespace
 
 template void conv2d_gemm<float>(const ConvShape&, const float*, const float*, const float*,
                                  float*, bool, int);
