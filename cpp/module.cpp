@@ -6,6 +6,7 @@
 
 #include "bindings.h"
 #include "cpu_features.h"
+#include "direct/direct.h"
 #include "parallel.h"
 
 namespace py = pybind11;
@@ -96,6 +97,7 @@ void register_info(py::module_& m) {
 
 PYBIND11_MODULE(_cpp, m) {
     m.doc() = "fastconv's compiled kernels";
+    m.attr("DIRECT_BELOW_GROUP_FILTERS") = fastconv::kDirectBelowGroupFilters;
     register_info(m);
     fastconv::register_conv(m);
     fastconv::register_pool(m);

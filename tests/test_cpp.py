@@ -105,6 +105,12 @@ def test_every_conv2d_kernel_matches_the_reference(isa, case, dtype):
             assert_close(got, ref)
 
 
+def test_the_adapter_and_the_extension_share_the_direct_kernel_rule():
+    from fastconv.backends.cpp_backend import DIRECT_BELOW_GROUP_FILTERS
+
+    assert DIRECT_BELOW_GROUP_FILTERS == _cpp.DIRECT_BELOW_GROUP_FILTERS
+
+
 def test_auto_picks_the_kernel_by_shape():
     def kernel(xs, ws, **kw):
         spec = fc.explain("conv2d", np.zeros(xs, np.float32), np.zeros(ws, np.float32), **kw).spec
@@ -148,6 +154,7 @@ BACKWARD_CASES = CONV_CASES + [
     ((2, 64, 20, 20), (16, 64, 3, 3), 1, 1, 1, 1),   # an image past the chunk budget
     ((1, 48, 22, 22), (8, 24, 3, 3), 1, 0, 2, 2),    # the same, grouped and dilated
     ((1, 64, 24, 24), (8, 64, 3, 3), 2, 1, 1, 1),    # large, stride 2: unfold + GEMM
+    ((2, 32, 30, 30), (32, 1, 3, 3), 1, 1, 1, 32),   # large depthwise: input grad direct
 ]
 
 
@@ -175,7 +182,7 @@ def test_weight_gradient_ignores_inputs_outside_a_taps_windows(isa):
     assert np.isinf(gw[..., 2]).all()
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-5:])
+@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-6:])
 def test_conv2d_backward_is_bitwise_independent_of_threads(case):
     x, w, _, kw = _conv_case(case, np.float32, seed=2)
     g = np.random.default_rng(3).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)

@@ -60,7 +60,10 @@ void input_gradient_as_conv(const ConvShape& s, const T* grad_out, const T* weig
     t.c = s.k, t.h = s.oh, t.w = s.ow, t.k = s.c;
     t.pad_top = s.dh * (s.kh - 1) - s.pad_top, t.pad_left = s.dw * (s.kw - 1) - s.pad_left;
     t.oh = s.h, t.ow = s.w;
-    conv2d_gemm<T>(t, grad_out, flipped, nullptr, grad_input, false, threads);
+    if (t.k / t.groups < kDirectBelowGroupFilters)  // depthwise: the direct kernel, as forward
+        direct_kernels<T>().conv(t, grad_out, flipped, nullptr, grad_input, false, threads);
+    else
+        conv2d_gemm<T>(t, grad_out, flipped, nullptr, grad_input, false, threads);
 }
 
 /* grad_bias[k] <- sum over images and pixels of grad_out[n][k] */
@@ -122,15 +125,15 @@ i64 weight_grad_chunk(const ConvShape& s) {
     return std::clamp<i64>((1 << 21) / per_image, 1, std::max<i64>(s.n, 1));
 }
 
-/* Whether grad weight goes to the direct kernel: stride 1 along rows, enough
-   filters per group and taps per row to fill its register tiles (on 1x1 and
-   depthwise layers most of a tile would be repeated work), and enough rows per
-   unit to pay for the tiles' final sums. Against unfold + GEMM at 1 thread:
-   lenet_c2 about 2x, resnet_3x3_28 1.1x; resnet_3x3_14 (28 vector rows an
-   image) was no faster. */
+/* Whether grad weight goes to the direct kernel: stride 1 along rows, taps
+   along the row to fill its register tiles (1x1 layers are plain GEMMs), and
+   enough rows per unit to pay for the tiles' final sums. Against unfold + GEMM
+   at 1 thread: lenet_c2 about 2x, resnet_3x3_28 1.1x, depthwise_3x3 (a GEMM
+   of one row per group) 10x; resnet_3x3_14 (28 vector rows an image) was no
+   faster. */
 bool direct_weight_grad_pays(const ConvShape& s) {
     const i64 vector_rows = s.oh * ((s.ow + 7) / 8) * weight_grad_chunk(s);
-    return s.sw == 1 && s.kw >= 2 && s.k / s.groups >= 4 && vector_rows >= 48;
+    return s.sw == 1 && s.kw >= 2 && vector_rows >= 48;
 }
 
 /* grad weight by the direct kernel (stride 1 along rows), over fixed chunks

@@ -555,8 +555,11 @@ void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i
 template <typename T>
 void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
                       T* grad_weight) {
-    // 4 filters x 3 taps fill 12 of the 16 vector registers (x kept, g streamed)
-    if (s.kw == 1)
+    // 4 filters x 3 taps fill 12 of the 16 vector registers (x kept, g streamed);
+    // depthwise layers have one filter per group
+    if (s.k / s.groups < 4)
+        conv_weight_grad_tiles<T, 1, 3>(s, grad_out, x, n0, n1, grad_weight);
+    else if (s.kw == 1)
         conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, grad_weight);
     else if (s.kw % 2 == 0 && s.kw < 6)
         conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, grad_weight);

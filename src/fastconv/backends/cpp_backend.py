@@ -7,9 +7,9 @@ import numpy as np
 from .._threads import get_num_threads
 from . import Backend, numpy_ref
 
-# Below this many filters per group, most of the GEMM micro-kernel's rows
-# would be padding, and conv2d runs the direct kernel instead (measured:
-# depthwise 3x3 12x faster direct; LeNet's 6 filters faster as a GEMM).
+# Below this many filters per group conv2d runs the direct kernel (the C++
+# kernels' own rule, cpp/direct/direct.h; the extension exports it, and a test
+# checks this copy for when it is missing).
 DIRECT_BELOW_GROUP_FILTERS = 4
 
 
