@@ -35,9 +35,9 @@ def tunes(monkeypatch):
     seen = []
     real = _tuning.tune
 
-    def spy(op, spec, threads, candidates, run):
+    def spy(op, spec, threads, candidates, run, uses_blas=None):
         seen.append((op, spec, threads, [c[0] for c in candidates]))
-        return real(op, spec, threads, candidates, run)
+        return real(op, spec, threads, candidates, run, uses_blas)
 
     monkeypatch.setattr(_tuning, "tune", spy)
     return seen
@@ -275,6 +275,17 @@ def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
     assert _tuning.MIN_SAMPLE < 1e-3 and _tuning.PRUNE < 9 and _tuning.PRUNE > 2
     assert runs["hopeless"] == 1 + _tuning.PRUNE_AFTER
     assert runs["fast"] == runs["slow"] == 1 + _tuning.ROUNDS
+
+
+def test_measure_times_blas_callers_after_the_others(monkeypatch):
+    order = []
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: len(order) * 1e-3)
+    names = ["numpy", "cpp", "numba"]
+    _tuning.measure([(n, n) for n in names], order.append, [True, False, True])
+    last_cpp = max(i for i, n in enumerate(order) if n == "cpp")
+    first_blas = min(i for i, n in enumerate(order) if n != "cpp")
+    assert last_cpp < first_blas
+    assert order.count("cpp") == order.count("numpy") == order.count("numba")
 
 
 def test_explain_reports_autotuning(tuning):

@@ -197,14 +197,19 @@ def _autotuned(op: str, spec, execute):
                        save=False)
         return impl
     winner, tuned = _tuning.tune(op, spec, threads, candidates,
-                                 lambda impl: _execute(impl, op, execute))
+                                 lambda impl: _execute(impl, op, execute),
+                                 [_calls_blas(op, name) for _, name, _, _ in candidates])
     tuned.impl = candidates[winner][3]
     _tuning.record(op, spec, threads, tuned)
     return tuned.impl
 
 
+def _calls_blas(op: str, backend: str) -> bool:
+    return op in _rules.BLAS_OPS and backend in _rules.BLAS_BACKENDS
+
+
 def _execute(impl, op: str, execute):
-    if op in _rules.BLAS_OPS and impl.name in _rules.BLAS_BACKENDS:
+    if _calls_blas(op, impl.name):
         _threads.blas.enter(_threads.get_num_threads())
         try:
             return execute(impl)

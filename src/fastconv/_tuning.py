@@ -9,7 +9,9 @@ Later calls of the signature run the winner straight away.
 
 Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
 page faults), then ROUNDS rounds in which the candidates take turns (a
-different one first each round), each sample as many back-to-back calls as
+different one first each round); candidates that call BLAS go through all
+this after the others, since OpenBLAS's spinning threads would slow the next
+candidate timed, each sample as many back-to-back calls as
 last MIN_SAMPLE seconds; a candidate's time is its best sample, so load from
 elsewhere on a shared machine inflates a sample, rarely the best of five.
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
@@ -339,39 +341,47 @@ def record(op: str, spec, threads: int, tuned: Tuned, save: bool = True) -> None
 # ------------------------------------------------------------------ timing
 
 
-def measure(candidates, run) -> tuple[int, dict[str, float]]:
+def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     """Time `run(impl)` for each (label, impl) of `candidates`; return the index of
-    the fastest and {label: best seconds per call} (see the module docstring)."""
+    the fastest and {label: best seconds per call} (see the module docstring).
+
+    uses_blas: per candidate, whether it calls BLAS. Those are timed after all
+    the others: OpenBLAS's threads spin about 0.1 s after a call and would take
+    the second core from whatever is timed next."""
     clock = time.perf_counter
-    first = []
-    for _, impl in candidates:  # warm-up: JIT compiles, first-touch page faults
-        start = clock()
-        run(impl)
-        first.append(clock() - start)
+    blas = list(uses_blas) if uses_blas is not None else [False] * len(candidates)
+    first = [math.inf] * len(candidates)
     best = [math.inf] * len(candidates)
-    alive = list(range(len(candidates)))
-    for r in range(ROUNDS):
-        shift = r % len(alive)
-        for i in alive[shift:] + alive[:shift]:  # interleaved, a different one first each round
-            once = min(first[i], best[i])
-            inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
+    for phase in (False, True):
+        alive = [i for i in range(len(candidates)) if blas[i] == phase]
+        for i in alive:  # warm-up: JIT compiles, first-touch page faults
             start = clock()
-            for _ in range(inner):
-                run(candidates[i][1])
-            best[i] = min(best[i], (clock() - start) / inner)
-        if r == PRUNE_AFTER - 1 and len(alive) > 1:
-            fastest = min(best[i] for i in alive)
-            alive = [i for i in alive if best[i] <= PRUNE * fastest]
+            run(candidates[i][1])
+            first[i] = clock() - start
+        for r in range(ROUNDS if alive else 0):
+            shift = r % len(alive)
+            for i in alive[shift:] + alive[:shift]:  # interleaved, a different one first
+                once = min(first[i], best[i])
+                inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
+                start = clock()
+                for _ in range(inner):
+                    run(candidates[i][1])
+                best[i] = min(best[i], (clock() - start) / inner)
+            if r == PRUNE_AFTER - 1:  # against the best of both phases so far
+                fastest = min(best)
+                alive = [i for i in alive if best[i] <= PRUNE * fastest]
     winner = min(range(len(candidates)), key=best.__getitem__)
     return winner, {label: best[i] for i, (label, _) in enumerate(candidates)}
 
 
-def tune(op: str, spec, threads: int, candidates, run) -> tuple[int, Tuned]:
+def tune(op: str, spec, threads: int, candidates, run, uses_blas=None) -> tuple[int, Tuned]:
     """Measure the candidates, record the winner; (its index, the Tuned record).
 
-    candidates: [(label, backend name, kernel or None, impl)]."""
+    candidates: [(label, backend name, kernel or None, impl)]; uses_blas as for
+    measure."""
     start = time.perf_counter()
-    winner, seconds = measure([(label, impl) for label, _, _, impl in candidates], run)
+    winner, seconds = measure([(label, impl) for label, _, _, impl in candidates], run,
+                              uses_blas)
     label, name, kernel, _ = candidates[winner]
     tuned = Tuned(name, kernel, seconds, time.perf_counter() - start,
                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
