@@ -288,6 +288,18 @@ def test_measure_times_blas_callers_after_the_others(monkeypatch):
     assert order.count("cpp") == order.count("numpy") == order.count("numba")
 
 
+def test_measure_prunes_a_whole_phase(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    cost = {"cpp": 1e-3, "numpy": 9e-3, "numba": 8e-3}  # both BLAS callers hopeless
+
+    def run(name):
+        now[0] += cost[name]
+
+    winner, seconds = _tuning.measure([(n, n) for n in cost], run, [False, True, True])
+    assert winner == 0 and seconds == pytest.approx(cost)
+
+
 def test_explain_reports_autotuning(tuning):
     plan = fc.explain("conv2d", X, W)
     assert plan.tuned is None and "not timed yet" in plan.autotune

@@ -118,99 +118,127 @@ void sum_in_order(const T* parts, i64 count, i64 size, T* out, int threads) {
     });
 }
 
-/* Images per unit of the direct grad weight kernel: about 2^21 multiply-adds
-   (each unit ends with a sum of lanes per weight and a partial to add up) */
-i64 weight_grad_chunk(const ConvShape& s) {
+/* Images per step of the direct grad weight kernel: about 2^21 multiply-adds
+   (each step ends with a sum of lanes per weight) */
+i64 weight_grad_step(const ConvShape& s) {
     const i64 per_image = std::max<i64>(1, s.k * (s.c / s.groups) * s.kh * s.kw * s.oh * s.ow);
     return std::clamp<i64>((1 << 21) / per_image, 1, std::max<i64>(s.n, 1));
 }
 
 /* Whether grad weight goes to the direct kernel: stride 1 along rows, taps
    along the row to fill its register tiles (1x1 layers are plain GEMMs), and
-   enough rows per unit to pay for the tiles' final sums. Against unfold + GEMM
+   enough rows per step to pay for the tiles' final sums. Against unfold + GEMM
    at 1 thread: lenet_c2 about 2x, resnet_3x3_28 1.1x, depthwise_3x3 (a GEMM
    of one row per group) 10x; resnet_3x3_14 (28 vector rows an image) was no
    faster. */
 bool direct_weight_grad_pays(const ConvShape& s) {
-    const i64 vector_rows = s.oh * ((s.ow + 7) / 8) * weight_grad_chunk(s);
+    const i64 vector_rows = s.oh * ((s.ow + 7) / 8) * weight_grad_step(s);
     return s.sw == 1 && s.kw >= 2 && vector_rows >= 48;
 }
 
-/* grad weight by the direct kernel (stride 1 along rows), over fixed chunks
-   of images, summed in chunk order */
+/* How grad weight is split over the batch: `units` runs of `per_unit` images
+   (the last may be shorter), each summed in steps of `step` images into a
+   partial grad weight; the partials are then added in unit order. Shapes
+   alone fix the split, so the sums do not depend on the thread count. At most
+   16 units and 32 MB of partials: memory that does not grow with the batch. */
+struct WeightSplit {
+    i64 units, per_unit, step;
+};
+
+template <typename T>
+WeightSplit weight_split(const ConvShape& s, i64 step) {
+    const i64 weight_bytes = s.k * (s.c / s.groups) * s.kh * s.kw * i64(sizeof(T));
+    const i64 most = std::clamp<i64>((32 << 20) / std::max<i64>(weight_bytes, 1), 1, 16);
+    const i64 steps = (s.n + step - 1) / step;
+    const i64 per_unit = (steps + most - 1) / most * step;
+    return {(s.n + per_unit - 1) / per_unit, per_unit, step};
+}
+
+/* grad weight by the direct kernel (stride 1 along rows) */
 template <typename T>
 void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* grad_weight,
                         int threads) {
     const i64 weight_size = s.k * (s.c / s.groups) * s.kh * s.kw;
-    const i64 per_image = std::max<i64>(1, weight_size * s.oh * s.ow);
-    const i64 chunk = weight_grad_chunk(s);
-    const i64 units = (s.n + chunk - 1) / chunk;
-    T* partial = scratch<T>(ScratchSlot::partials, units * weight_size);
+    const WeightSplit split = weight_split<T>(s, weight_grad_step(s));
+    T* partial = scratch<T>(ScratchSlot::partials, split.units * weight_size);
     const auto kernel = direct_kernels<T>().conv_weight_grad;
-    parallel_for(units, threads_for(s.n * per_image, units, threads), [&](i64 u) {
-        kernel(s, grad_out, x, u * chunk, std::min(s.n, (u + 1) * chunk),
-               partial + u * weight_size);
+    const int nt = threads_for(s.n * weight_size * s.oh * s.ow, split.units, threads);
+    parallel_for(split.units, nt, [&](i64 u) {
+        const i64 begin = u * split.per_unit, end = std::min(s.n, begin + split.per_unit);
+        for (i64 n0 = begin; n0 < end; n0 += split.step)
+            kernel(s, grad_out, x, n0, std::min(end, n0 + split.step), partial + u * weight_size,
+                   n0 > begin);
     });
-    sum_in_order(partial, units, weight_size, grad_weight, threads);
+    sum_in_order(partial, split.units, weight_size, grad_weight, threads);
 }
 
-/* conv2d_backward's grad input, and grad weight where the direct kernel does
-   not apply, for images small enough that a chunk of them stays in one core's
-   L2 from unfolding to folding: each unit is one chunk, start to end, on one
-   thread (handing the im2col matrices between threads from step to step cost
-   more than the second thread gained). */
+/* conv2d_backward for images small enough that a chunk of them stays in one
+   core's L2 from unfolding to folding. Each unit runs on one thread from
+   start to end (handing im2col matrices between threads step by step cost
+   more than the second thread gained): grad input units are one chunk each;
+   grad weight units (see WeightSplit, first in the same team, so that the
+   small units even out the threads' shares) run the direct kernel, or unfold
+   and multiply chunk by chunk. */
 template <typename T>
 void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, const T* x,
                            const T* weight, T* grad_input, T* grad_weight, int threads) {
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
     const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
-    const i64 units = (s.n + chunk - 1) / chunk, weight_size = s.k * depth;
-    // With the direct kernel, its units (larger chunks) come first in the same
-    // team: one hand-off, and the small units even out the threads' shares.
+    const i64 input_units = (s.n + chunk - 1) / chunk, weight_size = s.k * depth;
     const bool direct_weight = direct_weight_grad_pays(s);
-    const i64 weight_chunk = direct_weight ? weight_grad_chunk(s) : chunk;
-    const i64 weight_units = direct_weight ? (s.n + weight_chunk - 1) / weight_chunk : 0;
-    const i64 partials = direct_weight ? weight_units : units;
-    T* partial = scratch<T>(ScratchSlot::partials, partials * weight_size);
+    const WeightSplit split = weight_split<T>(s, direct_weight ? weight_grad_step(s) : chunk);
+    T* partial = scratch<T>(ScratchSlot::partials, split.units * weight_size);
     const auto weight_kernel = direct_kernels<T>().conv_weight_grad;
-    const int nt = threads_for(2 * s.n * s.k * depth * pixels, weight_units + units, threads);
-    team(weight_units + units, nt, [&](UnitQueue& q) {
+    const int nt = threads_for(2 * s.n * s.k * depth * pixels, split.units + input_units, threads);
+    team(split.units + input_units, nt, [&](UnitQueue& q) {
         // this thread's buffers (the caller's slots are free: it holds only `partial`)
-        T* cols = direct_weight ? nullptr
-                                : scratch<T>(ScratchSlot::backward_cols, s.c * s.kh * s.kw * pixels * chunk);
-        T* dcols = scratch<T>(ScratchSlot::backward_dcols, s.c * s.kh * s.kw * pixels * chunk);
+        const i64 cols_size = s.c * s.kh * s.kw * pixels * chunk;
+        T* cols = direct_weight ? nullptr : scratch<T>(ScratchSlot::backward_cols, cols_size);
+        T* dcols = scratch<T>(ScratchSlot::backward_dcols, cols_size);
         T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
         GemmWorkspace<T> ws;
-        for (i64 unit; claim(q, unit);) {
-            if (unit < weight_units) {
-                weight_kernel(s, grad_out, x, unit * weight_chunk,
-                              std::min(s.n, (unit + 1) * weight_chunk),
-                              partial + unit * weight_size);
-                continue;
-            }
-            unit -= weight_units;
-            const i64 n0 = unit * chunk;
-            ConvShape part = s;
-            part.n = std::min(chunk, s.n - n0);
-            const i64 ld = part.n * pixels;
-            if (!direct_weight) unfold_images(part, x + n0 * s.c * plane, cols, 1);
-            for (i64 j = 0; j < part.n; ++j)
+        /* g[k][j*P + p] <- grad_out[n0 + j][k][p]: the chunk's gradient as one matrix */
+        const auto gather_grad = [&](i64 n0, i64 images) {
+            for (i64 j = 0; j < images; ++j)
                 for (i64 k = 0; k < s.k; ++k)
                     std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
-                                g + k * ld + j * pixels);
-            for (i64 grp = 0; grp < s.groups; ++grp) {
-                const T* gg = g + grp * kg * ld;
-                if (!direct_weight)
-                    gemm_here<T>(kg, depth, ld, {gg, ld, 1}, {cols + grp * depth * ld, 1, ld},
-                                 partial + unit * weight_size + grp * kg * depth, depth, false,
-                                 ws);
-                gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, ld, 1},
-                             dcols + grp * depth * ld, ld, false, ws);
+                                g + k * images * pixels + j * pixels);
+        };
+        for (i64 unit; claim(q, unit);) {
+            if (unit < split.units) {
+                T* part = partial + unit * weight_size;
+                const i64 begin = unit * split.per_unit;
+                const i64 end = std::min(s.n, begin + split.per_unit);
+                for (i64 n0 = begin; n0 < end; n0 += split.step) {
+                    const i64 images = std::min(end, n0 + split.step) - n0;
+                    if (direct_weight) {
+                        weight_kernel(s, grad_out, x, n0, n0 + images, part, n0 > begin);
+                        continue;
+                    }
+                    ConvShape piece = s;
+                    piece.n = images;
+                    const i64 ld = images * pixels;
+                    unfold_images(piece, x + n0 * s.c * plane, cols, 1);
+                    gather_grad(n0, images);
+                    for (i64 grp = 0; grp < s.groups; ++grp)
+                        gemm_here<T>(kg, depth, ld, {g + grp * kg * ld, ld, 1},
+                                     {cols + grp * depth * ld, 1, ld}, part + grp * kg * depth,
+                                     depth, n0 > begin, ws);
+                }
+                continue;
             }
-            fold_images(part, dcols, grad_input + n0 * s.c * plane, 1);
+            const i64 n0 = (unit - split.units) * chunk;
+            ConvShape piece = s;
+            piece.n = std::min(chunk, s.n - n0);
+            const i64 ld = piece.n * pixels;
+            gather_grad(n0, piece.n);
+            for (i64 grp = 0; grp < s.groups; ++grp)
+                gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth},
+                             {g + grp * kg * ld, ld, 1}, dcols + grp * depth * ld, ld, false, ws);
+            fold_images(piece, dcols, grad_input + n0 * s.c * plane, 1);
         }
     });
-    sum_in_order(partial, partials, weight_size, grad_weight, threads);
+    sum_in_order(partial, split.units, weight_size, grad_weight, threads);
 }
 
 template <typename T>

@@ -36,11 +36,11 @@ struct DirectKernels {
     // conv2d by direct loops, for few channels per group: sums in (c, kh, kw) order.
     void (*conv)(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
                  bool relu, int threads);
-    // grad weight of conv2d (K, C/groups, KH, KW) <- the sum over images
-    // [n0, n1) of grad_out times the input, for stride 1 along rows (s.sw == 1):
-    // the same order of sums for any split of the work around it.
+    // grad weight of conv2d (K, C/groups, KH, KW) <- (itself, if accumulate, +)
+    // the sum over images [n0, n1) of grad_out times the input, for stride 1
+    // along rows (s.sw == 1); the order of the sums depends on n0, n1 only.
     void (*conv_weight_grad)(const ConvShape& s, const T* grad_out, const T* x, std::int64_t n0,
-                             std::int64_t n1, T* grad_weight);
+                             std::int64_t n1, T* grad_weight, bool accumulate);
     const char* isa;
 };
 

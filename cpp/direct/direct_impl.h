@@ -437,7 +437,8 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
 template <typename V>
 inline auto lane_sum(V v) {
     if constexpr (sizeof(v) / sizeof(v[0]) == 8) {
-        const auto h = __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
+        const auto h =
+            __builtin_shufflevector(v, v, 0, 1, 2, 3) + __builtin_shufflevector(v, v, 4, 5, 6, 7);
         const auto q = __builtin_shufflevector(h, h, 0, 1) + __builtin_shufflevector(h, h, 2, 3);
         return q[0] + q[1];
     } else {
@@ -497,7 +498,7 @@ void weight_grad_tile(const T* const* g, const T* xs, const RowWalk& w, const i6
    QT taps kw, a tile's remainder repeating its last filter or tap. */
 template <typename T, int KT, int QT>
 void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
-                            T* grad_weight) {
+                            T* grad_weight, bool accumulate) {
     using I = typename Lanes<T>::I;
     constexpr int L = Lanes<T>::n;
     const i64 cg = s.c / s.groups, kg = s.k / s.groups, images = n1 - n0;
@@ -541,10 +542,13 @@ void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i
                         i64 tap[QT];
                         for (int q = 0; q < QT; ++q) tap[q] = min_(kw0 + q, s.kw - 1) * s.dw;
                         weight_grad_tile<T, KT, QT>(g, xs, walk, tap, full, tail, has_tail, sums);
-                        for (int a = 0; a < KT && k0 + a < kg; ++a)
-                            for (int q = 0; q < QT && kw0 + q < s.kw; ++q)
-                                grad_weight[(((grp * kg + k0 + a) * cg + c) * s.kh + kh) * s.kw +
-                                            kw0 + q] = sums[a][q];
+                        for (int a = 0; a < KT && k0 + a < kg; ++a) {
+                            for (int q = 0; q < QT && kw0 + q < s.kw; ++q) {
+                                T& w = grad_weight[(((grp * kg + k0 + a) * cg + c) * s.kh + kh) *
+                                                       s.kw + kw0 + q];
+                                w = accumulate ? w + sums[a][q] : sums[a][q];
+                            }
+                        }
                     }
                 }
             }
@@ -554,17 +558,17 @@ void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i
 
 template <typename T>
 void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
-                      T* grad_weight) {
+                      T* grad_weight, bool accumulate) {
     // 4 filters x 3 taps fill 12 of the 16 vector registers (x kept, g streamed);
     // depthwise layers have one filter per group
     if (s.k / s.groups < 4)
-        conv_weight_grad_tiles<T, 1, 3>(s, grad_out, x, n0, n1, grad_weight);
+        conv_weight_grad_tiles<T, 1, 3>(s, grad_out, x, n0, n1, grad_weight, accumulate);
     else if (s.kw == 1)
-        conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, grad_weight);
+        conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, grad_weight, accumulate);
     else if (s.kw % 2 == 0 && s.kw < 6)
-        conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, grad_weight);
+        conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, grad_weight, accumulate);
     else
-        conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, grad_weight);
+        conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, grad_weight, accumulate);
 }
 
 template <typename T>

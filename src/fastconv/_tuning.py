@@ -358,7 +358,9 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
             start = clock()
             run(candidates[i][1])
             first[i] = clock() - start
-        for r in range(ROUNDS if alive else 0):
+        for r in range(ROUNDS):
+            if not alive:  # every one pruned against the other phase's best
+                break
             shift = r % len(alive)
             for i in alive[shift:] + alive[:shift]:  # interleaved, a different one first
                 once = min(first[i], best[i])
