@@ -1,14 +1,13 @@
 #include "conv2d.h"
 
 #include <algorithm>
-#include <cstring>
-#include <stdexcept>
 #include <vector>
 
 #include "../direct/direct.h"
 #include "../gemm/blocking.h"
 #include "../gemm/ukernel.h"
 #include "../scratch.h"
+#include "panel_runs.h"
 
 namespace fastconv {
 
@@ -43,14 +42,7 @@ void pack_weights(const ConvShape& s, const Gemm& gm, int mr, const T* weight, T
     });
 }
 
-// Output pixels of one micro-panel that share an image row: columns
-// [first, first + len) of the panel read input row ih0 + kh*dh from column
-// iw0 + kw*dw on, stepping by the stride.
-struct Run {
-    int first, len;
-    i64 image;  // offset of the image's first channel of this group in x
-    i64 ih0, iw0;
-};
+using Run = PanelRun;
 
 // The runs of every micro-panel of columns [jb, je): panel q's runs are
 // runs[start[q]] .. runs[start[q + 1]]. in_place[2q], in_place[2q + 1]: -1
@@ -111,110 +103,6 @@ void runs_of_panels(const ConvShape& s, i64 jb, i64 je, int nr, i64 group_offset
         }
         pr.in_place.push_back(h1 < 0 ? -1 : h0);
         pr.in_place.push_back(h1);
-    }
-}
-
-// dst[0, n) <- src[0, n) for a short n (a run of at most NR pixels): 16-byte
-// moves, the last one ending on the last element (overlapping when n is not a
-// multiple), instead of a call to memcpy.
-template <typename T>
-inline void copy_short(const T* src, T* dst, i64 n) {
-    constexpr i64 lanes = 16 / sizeof(T);
-    if (n < lanes) {
-        for (i64 t = 0; t < n; ++t) dst[t] = src[t];
-        return;
-    }
-    for (i64 t = 0; t + lanes < n; t += lanes) std::memcpy(dst + t, src + t, 16);
-    std::memcpy(dst + n - lanes, src + n - lanes, 16);
-}
-
-// dst[t] <- src[2t] for t < NR, by 16-byte vectors and shuffles; the last
-// load ends on src[2*NR - 2], so nothing past the last element used is read.
-template <typename T, int NR>
-inline void copy_even(const T* src, T* dst) {
-    constexpr int lanes = 16 / sizeof(T);
-    typedef T V __attribute__((vector_size(16)));
-    static_assert(NR % lanes == 0, "NR is a whole number of vectors");
-    for (int t = 0; t < NR; t += lanes) {
-        const T* from = src + 2 * t;
-        V lo, hi;
-        std::memcpy(&lo, from, sizeof lo);
-        std::memcpy(&hi, from + lanes - 1, sizeof hi);
-        V even;
-        if constexpr (lanes == 4) {
-            even = __builtin_shufflevector(lo, hi, 0, 2, 5, 7);
-        } else {
-            even = __builtin_shufflevector(lo, hi, 0, 3);
-        }
-        std::memcpy(dst + t, &even, sizeof even);
-    }
-}
-
-/* bp[panel][p][j] <- x[n][g*Cg + c][oh*sh + kh*dh - pt][ow*sw + kw*dw - pl],
-   for p = (c*KH + kh)*KW + kw in [p0, p0 + kc), column j of the panel = pixel
-   (n, oh, ow); zero where the tap falls in the padding or past the last pixel.
-   Row by row of B, so that the reads walk along input rows. NR is a
-   compile-time constant so that the common case is a fixed-size copy. */
-template <typename T, int NR>
-void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRuns& pr, T* bp) {
-    constexpr int nr = NR;
-    const i64 panels = i64(pr.start.size()) - 1;
-    i64 c = p0 / (s.kh * s.kw), kh = p0 / s.kw % s.kh, kw = p0 % s.kw;
-    for (i64 p = 0; p < kc; ++p) {
-        for (i64 q = 0; q < panels; ++q) {
-            if (pr.in_place[2 * q] >= 0) continue;  // read in place
-            T* dst = bp + (q * kc + p) * nr;
-            const Run* run = pr.runs.data() + pr.start[q];
-            const Run* end = pr.runs.data() + pr.start[q + 1];
-            const i64 first_iw = run->iw0 + kw * s.dw;
-            const i64 first_ih = run->ih0 + kh * s.dh;
-            if (end - run == 1 && run->len == nr && first_ih >= 0 && first_ih < s.h &&
-                first_iw >= 0 && first_iw + (nr - 1) * s.sw < s.w) {
-                // the common case: one run, wholly inside the image
-                const T* src = x + run->image + (c * s.h + first_ih) * s.w + first_iw;
-                if (s.sw == 1) {
-                    std::memcpy(dst, src, sizeof(T) * nr);
-                } else if (s.sw == 2) {
-                    copy_even<T, nr>(src, dst);
-                } else {
-                    for (int t = 0; t < nr; ++t) dst[t] = src[t * s.sw];
-                }
-                continue;
-            }
-            for (int t = 0; t < nr; ++t) dst[t] = T(0);
-            for (; run != end; ++run) {
-                const i64 ih = run->ih0 + kh * s.dh;
-                if (ih < 0 || ih >= s.h) continue;
-                const T* row = x + run->image + (c * s.h + ih) * s.w;
-                const i64 iw = run->iw0 + kw * s.dw;  // input column of the run's first pixel
-                // pixels t with 0 <= iw + t*sw < w
-                const i64 lo = iw >= 0 ? 0 : ceil_div(-iw, s.sw);
-                const i64 hi = iw + (run->len - 1) * s.sw < s.w ? run->len
-                               : iw < s.w                        ? ceil_div(s.w - iw, s.sw)
-                                                                 : 0;
-                T* d = dst + run->first;
-                if (s.sw == 1) {
-                    copy_short(row + iw + lo, d + lo, hi - lo);
-                } else {
-                    for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
-                }
-            }
-        }
-        if (++kw == s.kw) {
-            kw = 0;
-            if (++kh == s.kh) kh = 0, ++c;
-        }
-    }
-}
-
-template <typename T>
-void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, int nr, const PanelRuns& pr,
-                   T* bp) {
-    switch (nr) {
-        case 4: return pack_input<T, 4>(s, x, p0, kc, pr, bp);
-        case 8: return pack_input<T, 8>(s, x, p0, kc, pr, bp);
-        case 16: return pack_input<T, 16>(s, x, p0, kc, pr, bp);
-        default: throw std::logic_error("no packing for this micro-kernel width");
     }
 }
 
@@ -352,6 +240,7 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     for (i64 p = 0; p < i64(offsets.size()); ++p)
         offsets[p] = (p / (s.kh * s.kw) * s.h + p / s.kw % s.kh * s.dh) * s.w + p % s.kw * s.dw;
 
+    const auto pack_input = direct_kernels<T>().pack_input;
     team(units, threads, [&](UnitQueue& q) {
         Workspace<T> ws;
         ws.bp.resize(B::kc * block_cols);
@@ -368,7 +257,11 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                                                   ws.runs.in_place.end(), -1) > 0;
             for (i64 p0 = 0; p0 < gm.depth; p0 += kc_max) {            // depth blocks: pack B
                 const i64 kc = std::min(kc_max, gm.depth - p0);
-                if (packed_panels) pack_input_nr(s, x, p0, kc, uk.nr, ws.runs, ws.bp.data());
+                if (packed_panels)
+                    pack_input(s, x, p0, kc, uk.nr,
+                               {ws.runs.runs.data(), ws.runs.start.data(),
+                                ws.runs.in_place.data(), i64(ws.runs.start.size()) - 1},
+                               ws.bp.data());
                 const bool accumulate = p0 > 0, last = p0 + kc == gm.depth;
                 for (i64 i0 = 0; i0 < gm.rows; i0 += mc) {              // A blocks
                     const i64 i1 = std::min(i0 + mc, gm.rows);

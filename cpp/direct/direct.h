@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "../conv/conv2d.h"
+#include "../conv/panel_runs.h"
 #include "../parallel.h"
 
 namespace fastconv {
@@ -41,6 +42,11 @@ struct DirectKernels {
     // along rows (s.sw == 1); the order of the sums depends on n0, n1 only.
     void (*conv_weight_grad)(const ConvShape& s, const T* grad_out, const T* x, std::int64_t n0,
                              std::int64_t n1, T* grad_weight, bool accumulate);
+    // conv2d's implicit im2col: bp[panel][p][j] <- the input at tap p (of
+    // [p0, p0 + kc)) for pixel j of each packed micro-panel (nr pixels), zero
+    // where the tap falls in the padding or past the last pixel.
+    void (*pack_input)(const ConvShape& s, const T* x, std::int64_t p0, std::int64_t kc, int nr,
+                       const PanelRunsView& runs, T* bp);
     const char* isa;
 };
 

@@ -571,9 +571,75 @@ void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0,
         conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, grad_weight, accumulate);
 }
 
+/* See DirectKernels::pack_input. Row by row of B, so that the reads walk along
+   input rows; NR is a compile-time constant so that the common case (one run
+   wholly inside the image) is a few whole vectors: loads at stride 1,
+   loads and shuffles at stride 2 (nothing past the last element used is read). */
+template <typename T, int NR>
+void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRunsView& pr,
+                   T* bp) {
+    using V = typename Lanes<T>::V;
+    constexpr int L = Lanes<T>::n;
+    constexpr bool whole_vectors = NR % L == 0;
+    i64 c = p0 / (s.kh * s.kw), kh = p0 / s.kw % s.kh, kw = p0 % s.kw;
+    for (i64 p = 0; p < kc; ++p) {
+        for (i64 q = 0; q < pr.panels; ++q) {
+            if (pr.in_place[2 * q] >= 0) continue;  // read in place
+            T* dst = bp + (q * kc + p) * NR;
+            const PanelRun* run = pr.runs + pr.start[q];
+            const PanelRun* end = pr.runs + pr.start[q + 1];
+            const i64 first_iw = run->iw0 + kw * s.dw;
+            const i64 first_ih = run->ih0 + kh * s.dh;
+            if (end - run == 1 && run->len == NR && first_ih >= 0 && first_ih < s.h &&
+                first_iw >= 0 && first_iw + (NR - 1) * s.sw < s.w) {
+                const T* src = x + run->image + (c * s.h + first_ih) * s.w + first_iw;
+                if (whole_vectors && s.sw == 1) {
+                    for (int t = 0; t < NR; t += L) store(dst + t, load<V>(src + t));
+                } else if (whole_vectors && s.sw == 2) {
+                    for (int t = 0; t < NR; t += L)
+                        store(dst + t, load_strided<T, 2>(src + 2 * t, 2));
+                } else {
+                    for (int t = 0; t < NR; ++t) dst[t] = src[t * s.sw];
+                }
+                continue;
+            }
+            for (int t = 0; t < NR; ++t) dst[t] = T(0);
+            for (; run != end; ++run) {
+                const i64 ih = run->ih0 + kh * s.dh;
+                if (ih < 0 || ih >= s.h) continue;
+                const T* row = x + run->image + (c * s.h + ih) * s.w;
+                const i64 iw = run->iw0 + kw * s.dw;  // input column of the run's first pixel
+                // pixels t with 0 <= iw + t*sw < w
+                const i64 lo = iw >= 0 ? 0 : ceil_div(-iw, s.sw);
+                const i64 hi = iw + (run->len - 1) * s.sw < s.w ? run->len
+                               : iw < s.w                        ? ceil_div(s.w - iw, s.sw)
+                                                                 : 0;
+                T* d = dst + run->first;
+                for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
+            }
+        }
+        if (++kw == s.kw) {
+            kw = 0;
+            if (++kh == s.kh) kh = 0, ++c;
+        }
+    }
+}
+
+template <typename T>
+void pack_input(const ConvShape& s, const T* x, i64 p0, i64 kc, int nr, const PanelRunsView& pr,
+                T* bp) {
+    switch (nr) {
+        case 4: return pack_input_nr<T, 4>(s, x, p0, kc, pr, bp);
+        case 8: return pack_input_nr<T, 8>(s, x, p0, kc, pr, bp);
+        case 16: return pack_input_nr<T, 16>(s, x, p0, kc, pr, bp);
+        default: __builtin_trap();  // no micro-kernel has another width
+    }
+}
+
 template <typename T>
 DirectKernels<T> direct_kernels() {
-    return {&max_pool<T>, &avg_pool<T>, &conv<T>, &conv_weight_grad<T>, FASTCONV_ISA_NAME};
+    return {&max_pool<T>, &avg_pool<T>, &conv<T>, &conv_weight_grad<T>, &pack_input<T>,
+            FASTCONV_ISA_NAME};
 }
 
 template DirectKernels<float> direct_kernels<float>();
