@@ -64,6 +64,7 @@ CONV_CASES = [
     ((2, 3, 10, 40), (7, 3, 3, 3), 1, 1, 1, 1),      # rows of 40, padded edges
     ((2, 2, 13, 36), (5, 2, 3, 3), 1, 2, 2, 1),      # dilation 2, rows of 32
     ((1, 4, 9, 27), (8, 2, 3, 4), 1, (1, 2), 1, 2),  # groups, rows of 26
+    ((1, 2, 6, 139), (3, 2, 3, 3), 4, 0, 1, 1),      # stride 4: packed by whole vectors
     # padded: run on a zero-padded copy, every panel inside one row in place
     ((1, 3, 11, 37), (4, 3, 3, 5), (2, 1), ((2, 0), (1, 3)), 1, 1),
 ]

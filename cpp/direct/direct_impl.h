@@ -77,7 +77,7 @@ inline void store(T* p, V v) {
     __builtin_memcpy(p, &v, sizeof v);
 }
 
-// Lanes o, o+1, ... of a row read with stride SW (1, 2, or 0: s.sw at run time).
+// Lanes o, o+1, ... of a row read with stride SW (1, 2, 4, or 0: s.sw at run time).
 template <typename T, int SW>
 inline typename Lanes<T>::V load_strided(const T* src, i64 sw) {
     using V = typename Lanes<T>::V;
@@ -92,6 +92,13 @@ inline typename Lanes<T>::V load_strided(const T* src, i64 sw) {
         } else {
             return __builtin_shufflevector(lo, hi, 0, 2, 5, 7);
         }
+    } else if constexpr (SW == 4 && Lanes<T>::n == 8) {
+        // elements 0, 4, ..., 28: the fourth load ends on the last one
+        const V a = load<V>(src), b = load<V>(src + 8), c = load<V>(src + 16),
+                d = load<V>(src + 21);
+        const V lo = __builtin_shufflevector(a, b, 0, 4, 8, 12, 0, 4, 8, 12);
+        const V hi = __builtin_shufflevector(c, d, 0, 4, 11, 15, 0, 4, 11, 15);
+        return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 8, 9, 10, 11);
     } else {
         V v;
         for (int l = 0; l < Lanes<T>::n; ++l) v[l] = src[l * sw];
@@ -574,7 +581,8 @@ void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0,
 /* See DirectKernels::pack_input. Row by row of B, so that the reads walk along
    input rows; NR is a compile-time constant so that the common case (one run
    wholly inside the image) is a few whole vectors: loads at stride 1,
-   loads and shuffles at stride 2 (nothing past the last element used is read). */
+   loads and shuffles at strides 2 and 4 (float) (nothing past the last element
+   used is read). */
 template <typename T, int NR>
 void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRunsView& pr,
                    T* bp) {
@@ -598,6 +606,9 @@ void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRu
                 } else if (whole_vectors && s.sw == 2) {
                     for (int t = 0; t < NR; t += L)
                         store(dst + t, load_strided<T, 2>(src + 2 * t, 2));
+                } else if (whole_vectors && s.sw == 4 && L == 8) {
+                    for (int t = 0; t < NR; t += L)
+                        store(dst + t, load_strided<T, 4>(src + 4 * t, 4));
                 } else {
                     for (int t = 0; t < NR; ++t) dst[t] = src[t * s.sw];
                 }
