@@ -205,6 +205,9 @@ POOL_CASES = [
     ((1, 3, 9, 75), 3, 2, 1, 1, False),
     ((2, 2, 6, 41), (2, 3), 1, (0, 1), (1, 2), False),
     ((1, 2, 7, 58), (3, 2), (2, 3), 1, 1, True),
+    # 2x2 at stride 2: whole vectors and a tail; with ceil_mode a window past the edge
+    ((2, 3, 10, 38), 2, 2, 0, 1, False),
+    ((1, 2, 9, 37), 2, 2, 0, 1, True),
 ]
 
 
@@ -220,6 +223,8 @@ def test_pooling_is_identical_to_the_reference_on_every_path(isa, case, dtype):
     ref, ri = fc.max_pool2d(x, k, dilation=dilation, return_indices=True, **kw, backend="numpy")
     np.testing.assert_array_equal(got, ref)
     np.testing.assert_array_equal(gi, ri)
+    values = fc.max_pool2d(x, k, dilation=dilation, **kw, backend="cpp")  # no indices: own paths
+    np.testing.assert_array_equal(values, ref)
     for include in (True, False):
         for divisor in (None, 5):
             opts = dict(kw, count_include_pad=include, divisor_override=divisor)

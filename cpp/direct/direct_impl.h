@@ -231,11 +231,53 @@ void max_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __re
     }
 }
 
+// max(a, b) as the pooling kernels take it: b when it is larger or NaN.
+template <typename V>
+inline V max_or_nan(V a, V b) {
+    return ((b > a) | (b != b)) ? b : a;
+}
+
+// One output row of 2x2 windows at stride 2 inside the plane, without indices:
+// the two input rows' maxima, then even and odd lanes, with no buffer between.
+template <typename T>
+void max_pool_row_2x2(const PoolShape& s, const T* __restrict plane, i64 oh,
+                      T* __restrict out) {
+    using V = typename Lanes<T>::V;
+    constexpr int L = Lanes<T>::n;
+    const T* r0 = plane + 2 * oh * s.w;
+    const T* r1 = r0 + s.w;
+    i64 o = 0;
+    for (; o + L <= s.ow; o += L) {
+        const V m0 = max_or_nan(load<V>(r0 + 2 * o), load<V>(r1 + 2 * o));
+        const V m1 = max_or_nan(load<V>(r0 + 2 * o + L), load<V>(r1 + 2 * o + L));
+        V even, odd;
+        if constexpr (L == 8) {
+            even = __builtin_shufflevector(m0, m1, 0, 2, 4, 6, 8, 10, 12, 14);
+            odd = __builtin_shufflevector(m0, m1, 1, 3, 5, 7, 9, 11, 13, 15);
+        } else {
+            even = __builtin_shufflevector(m0, m1, 0, 2, 4, 6);
+            odd = __builtin_shufflevector(m0, m1, 1, 3, 5, 7);
+        }
+        store(out + o, max_or_nan(even, odd));
+    }
+    for (; o < s.ow; ++o) {
+        const T window[4] = {r0[2 * o], r0[2 * o + 1], r1[2 * o], r1[2 * o + 1]};
+        T b = window[0];
+        for (int t = 1; t < 4; ++t)
+            if (window[t] > b || window[t] != window[t]) b = window[t];
+        out[o] = b;
+    }
+}
+
 template <typename T>
 void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int threads) {
     using I = typename TapInt<T>::type;
     const Units u = split_rows(s.planes, s.oh, threads);
     const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
+    // 2x2 windows at stride 2, every one inside the plane
+    const bool plain_2x2 = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 &&
+                           s.pw == 0 && s.dh == 1 && s.dw == 1 && 2 * s.oh <= s.h &&
+                           2 * s.ow <= s.w;
     team(u.count, nt, [&](UnitQueue& q) {
         T* best = new T[s.ow];
         I* tap = new I[s.ow];
@@ -246,7 +288,9 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
             for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
                 const i64 at = (p * s.oh + oh) * s.ow;
                 std::int64_t* idx = indices ? indices + at : nullptr;
-                if (s.sw == 1)
+                if (plain_2x2 && !idx)
+                    max_pool_row_2x2<T>(s, plane, oh, out + at);
+                else if (s.sw == 1)
                     max_pool_row<T, 1>(s, plane, oh, best, tap, rowmax, out + at, idx);
                 else if (s.sw == 2)
                     max_pool_row<T, 2>(s, plane, oh, best, tap, rowmax, out + at, idx);
