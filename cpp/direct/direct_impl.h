@@ -670,6 +670,11 @@ void pack_input_nr(const ConvShape& s, const T* x, i64 p0, i64 kc, const PanelRu
                                : iw < s.w                        ? ceil_div(s.w - iw, s.sw)
                                                                  : 0;
                 T* d = dst + run->first;
+                if (s.sw == 1 && hi - lo >= L) {  // whole vectors, the last one overlapping
+                    for (i64 t = lo; t + L < hi; t += L) store(d + t, load<V>(row + iw + t));
+                    store(d + hi - L, load<V>(row + iw + hi - L));
+                    continue;
+                }
                 for (i64 t = lo; t < hi; ++t) d[t] = row[iw + t * s.sw];
             }
         }
