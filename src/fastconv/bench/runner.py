@@ -119,15 +119,16 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
     for name, call in calls.items():
         cell = Cell(op, layer.name, name, work, ops.unit(op))
         try:
-            start = time.perf_counter()
-            result = call()
-            cell.first = time.perf_counter() - start
-            cell.error = ops.mismatch(op, name, result, ref, layer)
-            del result
-            if name in ops.AUTO:
-                cell.path = ops.auto_choice(op, layer, a, name)
-            call()  # the second untimed call
-            once = _per_call(call, 1)
+            with ops.contender_state(name):
+                start = time.perf_counter()
+                result = call()
+                cell.first = time.perf_counter() - start
+                cell.error = ops.mismatch(op, name, result, ref, layer)
+                del result
+                if name in ops.AUTO:
+                    cell.path = ops.auto_choice(op, layer, a, name)
+                call()  # the second untimed call
+                once = _per_call(call, 1)
             live[name] = (call, max(1, min(10_000, math.ceil(suite.sample_time / once))))
         except fc.BackendUnavailableError as exc:
             notes.append(f"{op} {layer.name}: {name} does not run it: {exc}")
@@ -142,7 +143,8 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
         for name, (call, inner) in list(live.items()):
             time.sleep(suite.settle)
             try:
-                by_name[name].times.append(_per_call(call, inner))
+                with ops.contender_state(name):
+                    by_name[name].times.append(_per_call(call, inner))
             except Exception as exc:
                 by_name[name].error = f"{type(exc).__name__}: {exc}"
                 del live[name]
