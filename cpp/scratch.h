@@ -22,6 +22,7 @@ enum class ScratchSlot {
     padded_grad,
     row_offsets,
     padded_conv_input,
+    packed_weights,
     count
 };
 

@@ -217,8 +217,9 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
     const i64 panels = ceil_div(gm.rows, uk.mr);
     threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
-    std::vector<T> ap(s.groups * panels * uk.mr * gm.depth);
-    pack_weights(s, gm, uk.mr, weight, ap.data(), threads);
+    // every element is written by pack_weights: no zero-filling (9 MB on resnet_3x3_7)
+    T* ap = scratch<T>(ScratchSlot::packed_weights, s.groups * panels * uk.mr * gm.depth);
+    pack_weights(s, gm, uk.mr, weight, ap, threads);
 
     // Work units: (group, block of output columns). Enough of them to feed
     // every thread; each unit owns its output tiles, so the sums never depend
@@ -251,7 +252,7 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
             const i64 je = std::min(jb + block_cols, gm.cols);
             const i64 col_panels = ceil_div(je - jb, uk.nr);
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
-            const T* ag = ap.data() + g * panels * uk.mr * gm.depth;
+            const T* ag = ap + g * panels * uk.mr * gm.depth;
             runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
             const bool packed_panels = std::count(ws.runs.in_place.begin(),
                                                   ws.runs.in_place.end(), -1) > 0;
