@@ -271,15 +271,25 @@ def test_calls_that_find_the_thread_pool_busy_run_alone_and_correct():
     rng = np.random.default_rng(8)
     xs = [rng.standard_normal((4, 8, 24, 24)).astype(np.float32) for _ in range(8)]
     w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
-    expected = [fc.conv2d(x, w, padding=1, backend="cpp") for x in xs]
+    g = rng.standard_normal((4, 16, 24, 24)).astype(np.float32)
+    small = rng.standard_normal((8, 6, 12, 12)).astype(np.float32)  # per-chunk backward
+    w_small = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    g_small = rng.standard_normal((8, 16, 8, 8)).astype(np.float32)
+
+    def work(x):  # forward on a padded copy, both backward paths, each with scratch memory
+        return (fc.conv2d(x, w, padding=1, backend="cpp"),
+                *fc.conv2d_backward(g, x, w, padding=1, backend="cpp"),
+                *fc.conv2d_backward(g_small, small + x[0, 0, 0, 0], w_small, backend="cpp"))
+
+    expected = [work(x) for x in xs]
     before = fc.get_num_threads()
     fc.set_num_threads(8)
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             for _ in range(3):
-                got = pool.map(lambda x: fc.conv2d(x, w, padding=1, backend="cpp"), xs)
-                for g, e in zip(got, expected):
-                    assert g.tobytes() == e.tobytes()
+                for got, want in zip(pool.map(work, xs), expected):
+                    for a, b in zip(got, want):
+                        assert a.tobytes() == b.tobytes()
     finally:
         fc.set_num_threads(before)
 
