@@ -169,8 +169,8 @@ void conv2d_on_padded_copies(const ConvShape& s, const T* x, const T* weight, co
     p.w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
     p.pad_top = p.pad_left = 0;
     constexpr i64 kBudgetBytes = 8 << 20;
-    const i64 per_image = s.c * p.h * p.w;
-    const i64 chunk = std::clamp<i64>(kBudgetBytes / (per_image * i64(sizeof(T))), 1, s.n);
+    const i64 per_image = std::max<i64>(1, s.c * p.h * p.w);
+    const i64 chunk = std::max<i64>(1, std::min(s.n, kBudgetBytes / (per_image * i64(sizeof(T)))));
     T* padded = scratch<T>(ScratchSlot::padded_conv_input, chunk * per_image);
     for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
         p.n = std::min(chunk, s.n - n0);
