@@ -20,7 +20,6 @@ enum class ScratchSlot {
     partials,
     padded_input,
     padded_grad,
-    row_offsets,
     padded_conv_input,
     packed_weights,
     count

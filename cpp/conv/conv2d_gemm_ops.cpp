@@ -105,17 +105,15 @@ i64 images_per_l2_chunk(const ConvShape& s) {
     return per_image > kBudgetBytes ? 0 : std::min(s.n, kBudgetBytes / per_image);
 }
 
-/* out[i] <- sum over u of parts[u*size + i], in order of u */
+/* g[k][j*P + p] <- grad_out[n0 + j][k][p] for j < images: the gradient of a
+   chunk of images as one matrix */
 template <typename T>
-void sum_in_order(const T* parts, i64 count, i64 size, T* out, int threads) {
-    constexpr i64 kBlock = 1024;
-    const i64 blocks = (size + kBlock - 1) / kBlock;
-    parallel_for(blocks, threads_for(size * count, blocks, threads), [&](i64 b) {
-        const i64 lo = b * kBlock, hi = std::min(size, lo + kBlock);
-        std::copy(parts + lo, parts + hi, out + lo);
-        for (i64 u = 1; u < count; ++u)
-            for (i64 i = lo; i < hi; ++i) out[i] += parts[u * size + i];
-    });
+void gather_grad(const ConvShape& s, const T* grad_out, i64 n0, i64 images, T* g) {
+    const i64 pixels = s.oh * s.ow;
+    for (i64 j = 0; j < images; ++j)
+        for (i64 k = 0; k < s.k; ++k)
+            std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
+                        g + k * images * pixels + j * pixels);
 }
 
 /* Images per step of the direct grad weight kernel: about 2^21 multiply-adds
@@ -169,7 +167,7 @@ void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* gr
             kernel(s, grad_out, x, n0, std::min(end, n0 + split.step), partial + u * weight_size,
                    n0 > begin);
     });
-    sum_in_order(partial, split.units, weight_size, grad_weight, threads);
+    sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
 }
 
 /* conv2d_backward for images small enough that a chunk of them stays in one
@@ -197,13 +195,6 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
         T* dcols = scratch<T>(ScratchSlot::backward_dcols, cols_size);
         T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
         GemmWorkspace<T> ws;
-        /* g[k][j*P + p] <- grad_out[n0 + j][k][p]: the chunk's gradient as one matrix */
-        const auto gather_grad = [&](i64 n0, i64 images) {
-            for (i64 j = 0; j < images; ++j)
-                for (i64 k = 0; k < s.k; ++k)
-                    std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
-                                g + k * images * pixels + j * pixels);
-        };
         for (i64 unit; claim(q, unit);) {
             if (unit < split.units) {
                 T* part = partial + unit * weight_size;
@@ -219,7 +210,7 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
                     piece.n = images;
                     const i64 ld = images * pixels;
                     unfold_images(piece, x + n0 * s.c * plane, cols, 1);
-                    gather_grad(n0, images);
+                    gather_grad(s, grad_out, n0, images, g);
                     for (i64 grp = 0; grp < s.groups; ++grp)
                         gemm_here<T>(kg, depth, ld, {g + grp * kg * ld, ld, 1},
                                      {cols + grp * depth * ld, 1, ld}, part + grp * kg * depth,
@@ -231,14 +222,14 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
             ConvShape piece = s;
             piece.n = std::min(chunk, s.n - n0);
             const i64 ld = piece.n * pixels;
-            gather_grad(n0, piece.n);
+            gather_grad(s, grad_out, n0, piece.n, g);
             for (i64 grp = 0; grp < s.groups; ++grp)
                 gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth},
                              {g + grp * kg * ld, ld, 1}, dcols + grp * depth * ld, ld, false, ws);
             fold_images(piece, dcols, grad_input + n0 * s.c * plane, 1);
         }
     });
-    sum_in_order(partial, split.units, weight_size, grad_weight, threads);
+    sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
 }
 
 template <typename T>
@@ -289,19 +280,15 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         part.n = std::min(chunk, s.n - n0);
         const i64 cols_ld = part.n * pixels;
         if (!direct_weight) unfold_images(part, x + n0 * s.c * plane, cols, threads);
-        /* g[k][j*P + p] <- grad_out[n0 + j][k][p]: the chunk's gradient as one matrix */
-        for (i64 j = 0; j < part.n; ++j)
-            for (i64 k = 0; k < s.k; ++k)
-                std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
-                            g + k * cols_ld + j * pixels);
+        gather_grad(s, grad_out, n0, part.n, g);
         for (i64 grp = 0; grp < s.groups; ++grp) {
             const T* gg = g + grp * kg * cols_ld;
             /* grad_weight[grp*Kg + i][q] += sum_p g[grp*Kg + i][p] * cols[grp*depth + q][p] */
             if (!direct_weight)
                 gemm_depth_sliced<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
                                      {cols + grp * depth * cols_ld, 1, cols_ld},
-                                     grad_weight + grp * kg * depth, depth, n0 > 0,
-                                     weight_slice, threads);
+                                     grad_weight + grp * kg * depth, n0 > 0, weight_slice,
+                                     threads);
             if (as_conv) continue;
             /* dcols[grp*depth + q][p] <- sum_i weight[grp*Kg + i][q] * g[grp*Kg + i][p] */
             gemm<T>(depth, cols_ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, cols_ld, 1},

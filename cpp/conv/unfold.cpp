@@ -24,12 +24,6 @@ Range valid(i64 out, i64 size, i64 stride, i64 offset) {
 
 i64 taps(const ConvShape& s) { return s.kh * s.kw; }
 
-/* dst[i] += src[i] for i < n; the two never overlap */
-template <typename T>
-void add_run(T* __restrict dst, const T* __restrict src, i64 n) {
-    for (i64 i = 0; i < n; ++i) dst[i] += src[i];
-}
-
 }  // namespace
 
 template <typename T>
@@ -121,22 +115,15 @@ void fold_images(const ConvShape& s, const T* cols, T* x, int threads) {
         const i64 j = plane / s.c, c = plane % s.c;
         T* dst = x + plane * s.h * s.w;
         std::fill(dst, dst + s.h * s.w, T(0));
-        // taps along the row outermost: rows that overlap (the same input row,
-        // shifted by one tap) are then written many rows apart, after the
-        // earlier store has left the store buffer (adding right after it stalls)
-        for (i64 kw = 0; kw < s.kw; ++kw) {
-            const i64 offset = kw * s.dw - s.pad_left;
-            const Range cr = valid(s.ow, s.w, s.sw, offset);
-            for (i64 kh = 0; kh < s.kh; ++kh) {
+        for (i64 kh = 0; kh < s.kh; ++kh) {
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                const i64 offset = kw * s.dw - s.pad_left;
+                const Range cr = valid(s.ow, s.w, s.sw, offset);
                 const T* src = cols + ((c * s.kh + kh) * s.kw + kw) * ld + j * pixels;
                 for (i64 oh = 0; oh < s.oh; ++oh, src += s.ow) {
                     const i64 ih = oh * s.sh + kh * s.dh - s.pad_top;
                     if (ih < 0 || ih >= s.h) continue;
                     T* row = dst + ih * s.w + offset;
-                    if (s.sw == 1) {
-                        add_run(row + cr.lo, src + cr.lo, cr.hi - cr.lo);
-                        continue;
-                    }
                     for (i64 ow = cr.lo; ow < cr.hi; ++ow) row[ow * s.sw] += src[ow];
                 }
             }

@@ -169,11 +169,11 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
 }
 
 template <typename T>
-void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc,
-                       bool accumulate, i64 slice, int threads) {
+void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, bool accumulate,
+                       i64 slice, int threads) {
     const i64 slices = slice > 0 ? ceil_div(k, slice) : 1;
     if (slices <= 1 || m <= 0 || n <= 0) {
-        gemm<T>(m, n, k, a, b, c, ldc, accumulate, nullptr, false, threads);
+        gemm<T>(m, n, k, a, b, c, n, accumulate, nullptr, false, threads);
         return;
     }
     T* partials = scratch<T>(ScratchSlot::partials, slices * m * n);
@@ -193,18 +193,18 @@ void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i6
                        std::min(m, i0 + split.rows_per_group), ws);
         }
     });
-    parallel_for(m, threads_for(m * n * slices, m, threads), [&](i64 i) {
-        T* row = c + i * ldc;
-        const T* first = partials + i * n;
-        if (accumulate) {
-            for (i64 j = 0; j < n; ++j) row[j] += first[j];
-        } else {
-            std::copy(first, first + n, row);
-        }
-        for (i64 s = 1; s < slices; ++s) {
-            const T* part = partials + (s * m + i) * n;
-            for (i64 j = 0; j < n; ++j) row[j] += part[j];
-        }
+    sum_in_order(partials, slices, m * n, c, accumulate, threads);
+}
+
+template <typename T>
+void sum_in_order(const T* parts, i64 count, i64 size, T* out, bool accumulate, int threads) {
+    constexpr i64 kBlock = 1024;
+    const i64 blocks = ceil_div(size, kBlock);
+    parallel_for(blocks, threads_for(size * count, blocks, threads), [&](i64 b) {
+        const i64 lo = b * kBlock, hi = std::min(size, lo + kBlock);
+        if (!accumulate) std::copy(parts + lo, parts + hi, out + lo);
+        for (i64 u = accumulate ? 0 : 1; u < count; ++u)
+            for (i64 i = lo; i < hi; ++i) out[i] += parts[u * size + i];
     });
 }
 
@@ -215,8 +215,9 @@ void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i6
     template GemmSplit gemm_split<T>(i64, i64, int);                                     \
     template void gemm<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, const T*, \
                           bool, int);                                                    \
-    template void gemm_depth_sliced<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, \
-                                       i64, int);
+    template void gemm_depth_sliced<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, bool, i64, \
+                                       int);                                               \
+    template void sum_in_order<T>(const T*, i64, i64, T*, bool, int);
 FASTCONV_GEMM(float)
 FASTCONV_GEMM(double)
 #undef FASTCONV_GEMM

@@ -24,14 +24,20 @@ template <typename T>
 void gemm(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, MatView<T> b, T* c,
           std::int64_t ldc, bool accumulate, const T* bias, bool relu, int threads);
 
-// gemm (without epilogue) for products with few tiles of c and a long depth: the
-// depth is cut into slices of `slice` (chosen by the caller from the shape, so
-// that the sums do not depend on `threads`), run in parallel into buffers and
-// added to c in slice order.
+// gemm (without epilogue, c contiguous: ldc = n) for products with few tiles of
+// c and a long depth: the depth is cut into slices of `slice` (chosen by the
+// caller from the shape, so that the sums do not depend on `threads`), run in
+// parallel into buffers and added to c in slice order.
 template <typename T>
 void gemm_depth_sliced(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a,
-                       MatView<T> b, T* c, std::int64_t ldc, bool accumulate, std::int64_t slice,
-                       int threads);
+                       MatView<T> b, T* c, bool accumulate, std::int64_t slice, int threads);
+
+// out[i] <- (out[i] if accumulate +) the sum over u of parts[u*size + i], in
+// order of u: partial results of fixed pieces of work, added the same way for
+// any thread count.
+template <typename T>
+void sum_in_order(const T* parts, std::int64_t count, std::int64_t size, T* out, bool accumulate,
+                  int threads);
 
 // The pieces of gemm, for callers that run many products in one team of
 // threads: a thread's packing buffers, and one unit of work — columns
