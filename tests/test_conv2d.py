@@ -40,6 +40,30 @@ def _backends_for(op: str) -> list[str]:
 
 
 BACKENDS = _backends_for("conv2d")
+# The numba backend runs conv2d by direct loops at unit stride when filters per
+# group are few (most shapes here) and by GEMM otherwise; "numba:gemm" runs
+# its GEMM kernel on every shape. Tests parametrized with these through the
+# `backend` fixture (indirect=True) run both.
+VARIANTS = BACKENDS + (["numba:gemm"] if "numba" in BACKENDS else [])
+
+
+@pytest.fixture
+def backend(request):
+    """The backend name to call for request.param, one of VARIANTS, with its
+    kernel pinned while the test runs (all examples of a hypothesis test)."""
+    if request.param != "numba:gemm":
+        yield request.param
+        return
+    from fastconv.backends import numba_backend
+
+    before = numba_backend._FEW_FILTERS
+    numba_backend._FEW_FILTERS = -1
+    try:
+        yield "numba"
+    finally:
+        numba_backend._FEW_FILTERS = before
+
+
 DTYPES = [np.float32, np.float64]
 MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -402,7 +426,7 @@ TORCH_CASES = [pytest.param(case, extra, id=f"{case[0]}-{extra}")
                if extra in ("plain", "bias-relu") or case[0] in ALL_EXTRAS]
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("case, extra", TORCH_CASES)
 def test_matches_torch(case, extra, backend):
     _, xs, ws, kwargs = case
@@ -438,7 +462,7 @@ def test_same_padding_is_tensorflow_rule(kernel, stride, backend):
         _check_result(got, torch_conv2d(x, wt, stride=stride, pads=pads), dtype)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("kernel", [(3, 3), (5, 1), (3, 5)])
 @pytest.mark.parametrize("dilation", [1, 2, (1, 3)])
 def test_same_stride_1_agrees_with_torch_same(kernel, dilation, backend):
@@ -453,7 +477,7 @@ def test_same_stride_1_agrees_with_torch_same(kernel, dilation, backend):
                   np.float64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("mode", MODES)
 def test_padding_modes_at_their_limits(mode, backend):
     """reflect: padding up to size - 1; circular: up to size; others: anything."""
@@ -472,7 +496,7 @@ def test_padding_modes_at_their_limits(mode, backend):
         _check_result(got, ref, np.float64)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("activation", [None, "relu"])
 def test_nan_and_inf_propagate_like_torch(activation, backend):
     """A NaN or inf input poisons exactly the outputs whose window holds it, relu included."""
@@ -493,7 +517,7 @@ def test_nan_and_inf_propagate_like_torch(activation, backend):
         _check_result(np.where(finite, got, 0), np.where(finite, ref, 0), dtype)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 def test_results_do_not_depend_on_the_thread_count(backend):
     rng = np.random.default_rng(16)
     x = rng.standard_normal((3, 6, 19, 21)).astype(np.float32)
@@ -575,14 +599,14 @@ def _run_config(cfg, backend, seed, oracle):
                               out_size(cfg["xs"][3], left, right, kw, sw, dw))
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @settings(max_examples=60, deadline=None)
 @given(cfg=conv_configs(), seed=st.integers(0, 2**32 - 1))
 def test_random_configs_match_torch(backend, cfg, seed):
     _run_config(cfg, backend, seed, torch_conv2d)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @settings(max_examples=30, deadline=None)
 @given(cfg=conv_configs(max_size=6), seed=st.integers(0, 2**32 - 1))
 def test_random_configs_match_direct_loops(backend, cfg, seed):
@@ -590,7 +614,7 @@ def test_random_configs_match_direct_loops(backend, cfg, seed):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @settings(max_examples=1000, deadline=None)
 @given(cfg=conv_configs(max_size=24), seed=st.integers(0, 2**32 - 1))
 def test_random_configs_match_torch_sweep(backend, cfg, seed):
@@ -697,7 +721,7 @@ def _layouts(rng):
     yield "read-only", ro, w_base(), rng.standard_normal(4)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", VARIANTS, indirect=True)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layout", range(7))
 def test_any_memory_layout(layout, dtype, backend):

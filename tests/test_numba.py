@@ -78,15 +78,17 @@ def test_small_calls_run_on_one_thread(threads, monkeypatch):
     fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
     k, seen = numba_backend._k(), []
     for name in ("conv2d_gemm", "_conv2d_blocks", "conv2d_depthwise", "_depthwise_planes",
-                 "max_pool2d"):
+                 "conv2d_few_filters", "_few_filter_tasks", "max_pool2d"):
         kernel = getattr(k, name)
         monkeypatch.setattr(k, name, lambda *a, kernel=kernel, name=name: (
             seen.append((name, a[12] if name == "max_pool2d" else None)), kernel(*a))[1])
     x = np.ones((1, 2, 8, 8))
-    fc.conv2d(x, np.ones((2, 2, 3, 3)), backend="numba")
+    fc.conv2d(x, np.ones((2, 2, 3, 3)), stride=2, backend="numba")
     fc.conv2d(x, np.ones((2, 1, 3, 3)), groups=2, backend="numba")
+    fc.conv2d(x, np.ones((2, 2, 3, 3)), backend="numba")
     fc.max_pool2d(x, 2, backend="numba")
-    assert seen == [("_conv2d_blocks", None), ("_depthwise_planes", None), ("max_pool2d", 1)]
+    assert seen == [("_conv2d_blocks", None), ("_depthwise_planes", None),
+                    ("_few_filter_tasks", None), ("max_pool2d", 1)]
 
 
 def test_more_threads_than_numba_has_are_capped(threads):
@@ -110,7 +112,7 @@ def test_blas_is_single_threaded_only_while_the_conv_kernels_run(threads):
         assert pin._get() == 1
     assert pin._get() == before
     fc.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-    fc.conv2d(_data((2, 8, 32, 32)), _data((8, 8, 3, 3)), backend="numba")
+    fc.conv2d(_data((2, 8, 32, 32)), _data((8, 8, 3, 3)), stride=2, backend="numba")  # GEMM
     assert pin._get() == before
 
 
@@ -128,8 +130,10 @@ def test_without_a_pinnable_blas_the_gemm_kernel_runs_on_one_thread(monkeypatch)
 
     monkeypatch.setattr(numba_backend, "_blas_found", Unpinned())
     x, w = _data((2, 8, 32, 32)), _data((8, 8, 3, 3), 1)
-    np.testing.assert_allclose(fc.conv2d(x, w, padding=1, backend="numba"),
-                               fc.conv2d(x, w, padding=1, backend="numpy"), rtol=1e-5, atol=1e-4)
+    for stride in (1, 2):  # the GEMM kernel at stride 2
+        np.testing.assert_allclose(fc.conv2d(x, w, stride=stride, padding=1, backend="numba"),
+                                   fc.conv2d(x, w, stride=stride, padding=1, backend="numpy"),
+                                   rtol=1e-5, atol=1e-4)
     g = _data((2, 8, 32, 32), 2)
     for got, ref in zip(fc.conv2d_backward(g, x, w, padding=1, backend="numba"),
                         fc.conv2d_backward(g, x, w, padding=1, backend="numpy")):
@@ -140,8 +144,10 @@ def test_without_numpys_gemm_conv_is_declined_and_auto_moves_on():
     backend = numba_backend.NumbaBackend()
     backend._gemm_reason = "NumPy's BLAS has no cblas_sgemm/cblas_dgemm: test"
     spec = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((1, 2, 3, 3))).spec
-    assert "cblas" in backend.supports("conv2d", spec)
+    strided = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((1, 2, 3, 3)), stride=2).spec
+    assert "cblas" in backend.supports("conv2d", strided)
     assert "cblas" in backend.supports("conv2d_backward", spec)
+    assert backend.supports("conv2d", spec) == ""  # few filters at stride 1: direct loops
     assert backend.supports("max_pool2d", spec) == ""
     depthwise = fc.explain("conv2d", np.ones((1, 2, 4, 4)), np.ones((2, 1, 3, 3)), groups=2).spec
     assert backend.supports("conv2d", depthwise) == ""  # no GEMM there
@@ -156,7 +162,8 @@ def test_conv_runs_without_scipy():
                   "g = np.random.default_rng(2).standard_normal((2, 4, 6, 6))\n"
                   "for dtype in (np.float32, np.float64):\n"
                   "    a, b, c = x.astype(dtype), w.astype(dtype), g.astype(dtype)\n"
-                  "    y = fc.conv2d(a, b, backend='numba') - fc.conv2d(a, b, backend='numpy')\n"
+                  "    y = (fc.conv2d(a, b, stride=2, backend='numba')\n"
+                  "         - fc.conv2d(a, b, stride=2, backend='numpy'))\n"
                   "    d = [p - q for p, q in zip(fc.conv2d_backward(c, a, b, backend='numba'),\n"
                   "                               fc.conv2d_backward(c, a, b, backend='numpy'))]\n"
                   "    print(max(abs(v).max() for v in [y, *d]) < 1e-4)\n"
@@ -167,8 +174,14 @@ def test_conv_runs_without_scipy():
 # ---------------------------------------------------------------- kernels
 
 
+@pytest.fixture
+def gemm_only(monkeypatch):
+    """conv2d by the GEMM kernel on every shape, not by direct loops on few filters."""
+    monkeypatch.setattr(numba_backend, "_FEW_FILTERS", -1)
+
+
 @pytest.mark.parametrize("n", [1, 3])
-def test_padding_wider_than_the_output_row(n):
+def test_padding_wider_than_the_output_row(gemm_only, n):
     # A tap can lie left of the input for every output column (here 2 columns
     # of padding for a 1-wide output): its zeros must stay in its own row of
     # the unfolded block (a regression: they spilled into the next one).
@@ -184,7 +197,7 @@ def test_padding_wider_than_the_output_row(n):
 
 @pytest.mark.parametrize("rows", [1, 2, 3])
 @pytest.mark.parametrize("pads", [((1, 1), (1, 1)), ((2, 0), (0, 2)), ((0, 2), (2, 0))])
-def test_unfolded_blocks_of_any_height_match(monkeypatch, rows, pads):
+def test_unfolded_blocks_of_any_height_match(gemm_only, monkeypatch, rows, pads):
     # Blocks of a few output rows straddle images and start or end in the
     # padding; with unit strides and OW == W rows are gathered as runs.
     monkeypatch.setattr(numba_backend, "gemm_rows", lambda *args: rows)
@@ -206,7 +219,7 @@ def test_unfolded_blocks_of_any_height_match(monkeypatch, rows, pads):
     dict(h=4, w=(3, 2, 1, 1)),  # pointwise: blocks of one image read x itself
     dict(h=6, w=(4, 1, 3, 3), groups=2, stride=(1, 2)),
 ])
-def test_conv_blocks_of_any_rows_and_width_match(monkeypatch, wide, rows, layer):
+def test_conv_blocks_of_any_rows_and_width_match(gemm_only, monkeypatch, wide, rows, layer):
     # Blocks split images (rows < OH = 4), hold whole ones (4, 8) or straddle
     # them (5); with q = W the GEMM computes columns the epilogue drops.
     monkeypatch.setattr(numba_backend, "gemm_rows", lambda *args: rows)
@@ -220,6 +233,29 @@ def test_conv_blocks_of_any_rows_and_width_match(monkeypatch, wide, rows, layer)
         assert ref.shape[2] == 4
         np.testing.assert_allclose(fc.conv2d(x, w, bias, activation=act, backend="numba", **kw),
                                    ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_filter_kernel_shares_filters_of_small_batches(threads, dtype):
+    # One image: tasks are chunks of filters (here 11 per group, so chunks and
+    # the kernel's passes of four cross a group's end); every thread count
+    # gives the same bits, as each output is summed by one task in one order.
+    x = _data((1, 6, 13, 17)).astype(dtype)
+    w = _data((22, 3, 3, 2), 1).astype(dtype)
+    b = _data((22,), 2).astype(dtype)
+    kw = dict(padding=(2, 1), dilation=(2, 1), groups=2, activation="relu")
+    assert numba_backend.few_filters(fc.explain("conv2d", x, w, b, **kw).spec)
+    assert numba_backend.filter_chunk(1, 22, 2) == 12  # 2 tasks, of 12 and 10 filters
+    assert numba_backend.filter_chunk(3, 22, 2) == 12  # 6 tasks
+    assert numba_backend.filter_chunk(16, 22, 2) == 22
+    ref = fc.conv2d(x, w, b, backend="numpy", **kw)
+    results = []
+    for n in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS), numba.config.NUMBA_NUM_THREADS}):
+        fc.set_num_threads(n)
+        results.append(fc.conv2d(x, w, b, backend="numba", **kw))
+        np.testing.assert_allclose(results[-1], ref, rtol=1e-5, atol=1e-5)
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
 
 
 # ------------------------------------------------------------------ cache

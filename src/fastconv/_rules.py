@@ -325,6 +325,12 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
         span = (s.oh - 1) * wp + s.ow if s.stride == (1, 1) else s.ow
         out.append((f"padded planes ({nt} thread{'s' if nt > 1 else ''})",
                     nt * (hp * wp + span) * item))
+    elif op == "conv2d" and numba_backend.few_filters(s):
+        hp, wp = s.oh + (s.kh - 1) * s.dilation[0], s.ow + (s.kw - 1) * s.dilation[1]
+        span = -(-((s.oh - 1) * wp + s.ow) // 32) * 32
+        per = s.c * hp * wp + 5 * span + (s.k + 4) * (s.c // s.groups) * s.kh * (s.kw + 3)
+        out.append((f"padded images and filter rows ({nt} thread{'s' if nt > 1 else ''})",
+                    nt * per * item))
     elif op in ("conv2d", "conv2d_backward"):
         if op == "conv2d":
             q = numba_backend.unfold_width(s) if s.padding_mode == "zeros" else s.ow

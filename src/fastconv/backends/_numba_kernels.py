@@ -26,12 +26,15 @@ from numba.extending import intrinsic
 _u = numba.uintp
 
 
-def _jit(parallel=False, inline=False):
+def _jit(parallel=False, inline=False, contract=False):
     """The project's Numba options: cached on disk, the GIL released, no
     fastmath (results round as the reference's do), NumPy's error model (no
     zero-division checks in the hot loops). inline=True inlines a helper into
-    its callers at Numba's level."""
-    return numba.njit(cache=True, parallel=parallel, nogil=True, fastmath=False,
+    its callers at Numba's level. contract=True lets LLVM fuse a multiply and
+    an add into one FMA (one rounding instead of two, as BLAS does), and
+    nothing else of fastmath."""
+    return numba.njit(cache=True, parallel=parallel, nogil=True,
+                      fastmath={"contract"} if contract else False,
                       error_model="numpy", inline="always" if inline else "never")
 
 
@@ -419,6 +422,124 @@ def _depthwise_plane(xf, w, bias, has_bias, relu, outf, task, xp, acc, c_, h, wd
                         _axpy(acc, 0, xp, (oh * sh + i * dh) * wp + j * dw, ow_,
                               w[k, 0, i, j], sw)
                 _bias_relu(outf, ob + oh * ow_, acc, 0, ow_, b, has_bias, relu)
+
+
+@_jit(parallel=True)
+def conv2d_few_filters(x, w, bias, has_bias, relu, out, top, left, dh, dw, kchunk, nt):
+    """out <- act(conv(x, w) + bias) at unit stride by direct loops, for
+    layers with so few filters per group that the GEMM is too thin for BLAS.
+
+    A task is one image and `kchunk` of its filters (a multiple of 4; all of
+    them unless the batch is too small to share out), claimed by `nt` threads.
+    It copies the image into a zero-padded buffer. All output rows of a
+    filter are one span at the padded row pitch, as in conv2d_depthwise;
+    filters go four at a time and taps three at a time, so each loaded input
+    vector feeds twelve multiply-adds.
+    """
+    counter = np.zeros(1, np.int64)
+    for _ in prange(nt):
+        _few_filter_tasks(x, w, bias, has_bias, relu, out, top, left, dh, dw, kchunk, counter)
+
+
+@_jit(contract=True)
+def _few_filter_tasks(x, w, bias, has_bias, relu, out, top, left, dh, dw, kchunk, counter):
+    """conv2d_few_filters' work for one thread: the tasks it claims from
+    `counter` (numba_backend calls it for nt == 1 itself)."""
+    n_, k_, oh_, ow_ = out.shape
+    c_, h, wd = x.shape[1], x.shape[2], x.shape[3]
+    cg, kh, kw = w.shape[1], w.shape[2], w.shape[3]
+    kg = k_ // (c_ // cg)  # filters per group
+    hp = oh_ + (kh - 1) * dh
+    wp = ow_ + (kw - 1) * dw
+    rows = min(h, hp - top)  # input rows and columns inside the buffer
+    cols = min(wd, wp - left)
+    # A whole number of LLVM's vector loop steps (32 lanes): no scalar remainder.
+    span = ((oh_ - 1) * wp + ow_ + 31) // 32 * 32
+    xf = x.reshape(x.size)
+    outf = out.reshape(out.size)
+    # The weights (K, C/groups, KH, KW) with 3 zero taps after each row, so
+    # that four filters' taps are read as scalars from one row pitch.
+    kwp = kw + 3
+    wz = np.zeros(k_ * cg * kh * kwp + 4 * cg * kh * kwp, x.dtype)
+    for k in range(k_):
+        for c in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    wz[((k * cg + c) * kh + i) * kwp + j] = w[k, c, i, j]
+    fs = cg * kh * kwp  # one filter's taps in wz
+    # the padding stays zero; taps of the last channel may read on to span
+    xp = np.zeros(c_ * hp * wp + span, x.dtype)
+    acc = np.empty(4 * span, x.dtype)
+    parts = (k_ + kchunk - 1) // kchunk
+    while True:
+        task = _claim(counter)
+        if task >= n_ * parts:
+            break
+        n = task // parts
+        k = task % parts * kchunk
+        k_end = min(k_, k + kchunk)
+        for c in range(c_):
+            for ih in range(rows):
+                _copy(xp, (c * hp + ih + top) * wp + left, xf, ((n * c_ + c) * h + ih) * wd,
+                      cols, 1)
+        while k < k_end:
+            g = k // kg
+            # this pass's m filters; the 4 - m rows after them (the next
+            # filters' taps, or zeros past K) are computed and dropped
+            m = min(4, (g + 1) * kg - k, k_end - k)
+            _fill(acc, 0, 4 * span, x.dtype.type(0))
+            for c in range(cg):
+                for i in range(kh):
+                    xb = ((g * cg + c) * hp + i * dh) * wp
+                    wb = ((k * cg + c) * kh + i) * kwp
+                    j = 0
+                    while j < kw:
+                        t = min(3, kw - j)
+                        o = wb + j
+                        _taps(acc, span, xp, xb + j * dw, dw, t,
+                              wz[_u(o)], wz[_u(o + 1)], wz[_u(o + 2)],
+                              wz[_u(o + fs)], wz[_u(o + fs + 1)], wz[_u(o + fs + 2)],
+                              wz[_u(o + 2 * fs)], wz[_u(o + 2 * fs + 1)], wz[_u(o + 2 * fs + 2)],
+                              wz[_u(o + 3 * fs)], wz[_u(o + 3 * fs + 1)], wz[_u(o + 3 * fs + 2)])
+                        j += t
+            for kk in range(k, k + m):
+                b = bias[kk] if has_bias else bias[0]
+                ob = (n * k_ + kk) * oh_ * ow_
+                for oh in range(oh_):
+                    _bias_relu(outf, ob + oh * ow_, acc, (kk - k) * span + oh * wp, ow_, b,
+                               has_bias, relu)
+            k += m
+
+
+@_jit(inline=True)
+def _taps(acc, span, xp, xb, dw, t, a0, a1, a2, b0, b1, b2, c0, c1, c2, d0, d1, d2):
+    """acc[f*span + o] += filter f's t (1-3) taps (a, b, c, d for f = 0-3)
+    times xp[xb + tap*dw + o], for o in [0, span). One loop body per tap
+    count, so LLVM vectorizes it."""
+    if t == 3:
+        for o in range(span):
+            v0 = xp[_u(xb + o)]
+            v1 = xp[_u(xb + dw + o)]
+            v2 = xp[_u(xb + 2 * dw + o)]
+            acc[_u(o)] += a0 * v0 + a1 * v1 + a2 * v2
+            acc[_u(span + o)] += b0 * v0 + b1 * v1 + b2 * v2
+            acc[_u(2 * span + o)] += c0 * v0 + c1 * v1 + c2 * v2
+            acc[_u(3 * span + o)] += d0 * v0 + d1 * v1 + d2 * v2
+    elif t == 2:
+        for o in range(span):
+            v0 = xp[_u(xb + o)]
+            v1 = xp[_u(xb + dw + o)]
+            acc[_u(o)] += a0 * v0 + a1 * v1
+            acc[_u(span + o)] += b0 * v0 + b1 * v1
+            acc[_u(2 * span + o)] += c0 * v0 + c1 * v1
+            acc[_u(3 * span + o)] += d0 * v0 + d1 * v1
+    else:
+        for o in range(span):
+            v0 = xp[_u(xb + o)]
+            acc[_u(o)] += a0 * v0
+            acc[_u(span + o)] += b0 * v0
+            acc[_u(2 * span + o)] += c0 * v0
+            acc[_u(3 * span + o)] += d0 * v0
 
 
 @_jit(parallel=True)
@@ -840,5 +961,6 @@ def avg_pool2d_backward(g, gi, kh, kw, sh, sw, ph, pw, include_pad, divisor):
 
 
 # The kernels the adapter calls (the serial bodies of two of them too), for cache_status().
-KERNELS = (conv2d_gemm, _conv2d_blocks, conv2d_depthwise, _depthwise_planes, conv2d_gemm_backward,
+KERNELS = (conv2d_gemm, _conv2d_blocks, conv2d_depthwise, _depthwise_planes, conv2d_few_filters,
+           _few_filter_tasks, conv2d_gemm_backward,
            im2col, col2im, max_pool2d, avg_pool2d, max_pool2d_backward, avg_pool2d_backward)
