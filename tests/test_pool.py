@@ -305,6 +305,7 @@ CASES = [
     ((2, 3, 7, 8), (2, 3), None, (1, 1), 1, True),
     ((2, 3, 7, 8), (2, 3), (1, 2), (1, 1), 1, False),
     ((1, 2, 5, 5), 2, 2, 0, 1, True),                     # ceil_mode adds a window
+    ((2, 2, 5, 4), 2, 2, 0, 1, True),                     # ... a row of windows only
     ((1, 2, 5, 5), 3, 3, 1, 1, True),                     # last window would start in padding
     ((1, 2, 6, 7), 3, 2, 1, 1, True),
     ((2, 2, 9, 9), 3, 1, 1, 1, False),                    # overlapping windows
@@ -336,6 +337,9 @@ def test_max_pool2d_explicit_cases_match_torch(torch, backend, case, dtype):
     ref_out, ref_idx = _torch_max(torch, xr, k, s, p, d, ceil)
     _assert_identical(out, ref_out, dtype)
     _assert_identical(idx, ref_idx, np.int64)
+    for data in (x, xr):  # without indices (other kernels)
+        _assert_identical(fc.max_pool2d(data, k, s, p, d, ceil, backend=backend),
+                          _torch_max(torch, data, k, s, p, d, ceil)[0], dtype)
 
 
 @avg_backends

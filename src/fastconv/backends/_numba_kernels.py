@@ -796,20 +796,62 @@ def max_pool2d(x, out, idx, want_idx, kh, kw, sh, sw, ph, pw, dh, dw, nt):
     idxf = idx.reshape(idx.size)
     spans = _spans(ow_, kw, sw, dw, pw, w)
     lo, hi = _inside(ow_, w, sw, kw, dw, pw)
+    # 2x2 windows tiling the rows exactly and inside the plane (ceil_mode may
+    # add a last row of windows that is not): row pairs into vm, then the
+    # pairs of columns of many rows in one loop
+    pairs = (not want_idx and kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0
+             and pw == 0 and dh == 1 and dw == 1 and w == 2 * ow_ and h >= 2 * oh_)
+    vm_size = max(w, 4096) if pairs else w
     if nt == 1:
-        _max_pool_rows(xf, outf, idxf, want_idx, np.empty(w, x.dtype), spans, lo, hi, 0, total,
-                       h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
+        _max_pool_chunk(xf, outf, idxf, want_idx, pairs, np.empty(vm_size, x.dtype), spans, lo,
+                        hi, 0, total, h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
         return
     chunk = max(1, total // (16 * nt))
     counter = np.zeros(1, np.int64)
     for _ in prange(nt):
-        vm = np.empty(w, x.dtype)
+        vm = np.empty(vm_size, x.dtype)
         while True:
             t0 = _claim(counter) * chunk
             if t0 >= total:
                 break
-            _max_pool_rows(xf, outf, idxf, want_idx, vm, spans, lo, hi, t0, min(total, t0 + chunk),
-                           h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh, dw)
+            _max_pool_chunk(xf, outf, idxf, want_idx, pairs, vm, spans, lo, hi, t0,
+                            min(total, t0 + chunk), h, w, oh_, ow_, kh, kw, sh, sw, ph, pw, dh,
+                            dw)
+
+
+@_jit(inline=True)
+def _max_pool_chunk(xf, outf, idxf, want_idx, pairs, vm, spans, lo, hi, t0, t1, h, w, oh_, ow_,
+                    kh, kw, sh, sw, ph, pw, dh, dw):
+    if pairs:
+        _max_pool_pairs(xf, outf, vm, t0, t1, h, w, oh_, ow_)
+    else:
+        _max_pool_rows(xf, outf, idxf, want_idx, vm, spans, lo, hi, t0, t1, h, w, oh_, ow_,
+                       kh, kw, sh, sw, ph, pw, dh, dw)
+
+
+@_jit()
+def _max_pool_pairs(xf, outf, vm, t0, t1, h, w, oh_, ow_):
+    """max_pool2d for output rows [t0, t1) of 2x2 windows at stride 2 with
+    W == 2*OW: as many rows as vm holds get their row pairs' maxima, then
+    the column pairs of all of them run as one loop (rows hold whole pairs)."""
+    per = len(vm) // w
+    r = t0
+    plane = t0 // oh_
+    oh = t0 - plane * oh_
+    while r < t1:
+        m = min(t1 - r, per)
+        for a in range(m):
+            sb = (plane * h + 2 * oh) * w
+            for iw in range(w):
+                vm[_u(a * w + iw)] = _max2(xf[_u(sb + iw)], xf[_u(sb + w + iw)])
+            oh += 1
+            if oh == oh_:
+                oh = 0
+                plane += 1
+        db = r * ow_
+        for q in range(m * ow_):
+            outf[_u(db + q)] = _max2(vm[_u(2 * q)], vm[_u(2 * q + 1)])
+        r += m
 
 
 @_jit()
