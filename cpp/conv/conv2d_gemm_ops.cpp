@@ -25,19 +25,26 @@ void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, 
     const i64 per_product = split.col_blocks * split.row_groups;
     const i64 units = s.n * s.groups * per_product;
     const int nt = threads_for(s.n * s.k * cg * pixels, units, threads);
+    // the weights packed once, not again by every unit (32 times on pointwise_1x1)
+    const int mr = gemm_ukernel<T>().mr;
+    const i64 group_packed = (kg + mr - 1) / mr * mr * cg;
+    T* packed = scratch<T>(ScratchSlot::packed_weights, s.groups * group_packed);
+    parallel_for(s.groups, threads_for(s.k * cg, s.groups, nt), [&](i64 g) {
+        pack_a_whole<T>(kg, cg, {weight + g * kg * cg, cg, 1}, packed + g * group_packed);
+    });
     team(units, nt, [&](UnitQueue& q) {
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
             const i64 product = unit / per_product, part = unit % per_product;
             const i64 n = product / s.groups, g = product % s.groups;
-            const i64 j0 = part % split.col_blocks * Blocking<T>::nc;
+            const i64 j0 = part % split.col_blocks * split.cols_per_block;
             const i64 i0 = part / split.col_blocks * split.rows_per_group;
             gemm_block<T>(kg, pixels, cg, {weight + g * kg * cg, cg, 1},
                           {x + (n * s.c + g * cg) * pixels, pixels, 1},
                           out + (n * s.k + g * kg) * pixels, pixels, false,
                           bias ? bias + g * kg : nullptr, relu, j0,
-                          std::min(Blocking<T>::nc, pixels - j0), i0,
-                          std::min(kg, i0 + split.rows_per_group), ws);
+                          std::min(split.cols_per_block, pixels - j0), i0,
+                          std::min(kg, i0 + split.rows_per_group), ws, packed + g * group_packed);
         }
     });
 }

@@ -94,9 +94,15 @@ GemmWorkspace<T>::GemmWorkspace() : uk(gemm_ukernel<T>()) {
 }
 
 template <typename T>
+void pack_a_whole(i64 m, i64 k, MatView<T> a, T* ap) {
+    const int mr = gemm_ukernel<T>().mr;
+    pack_a(a, 0, m, 0, k, mr, ap);
+}
+
+template <typename T>
 void gemm_block(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
                 const T* bias, bool relu, i64 j0, i64 cols, i64 i_begin, i64 i_end,
-                GemmWorkspace<T>& ws) {
+                GemmWorkspace<T>& ws, const T* a_packed) {
     const UKernel<T>& uk = ws.uk;
     const i64 mc = Blocking<T>::mc / uk.mr * uk.mr;
     if (k == 0) {
@@ -110,13 +116,15 @@ void gemm_block(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, 
         pack_b(b, j0, cols, p0, kc, uk.nr, ws.bp.data());
         for (i64 i0 = i_begin; i0 < i_end; i0 += mc) {  // row blocks: pack A
             const i64 rows = std::min(mc, i_end - i0);
-            pack_a(a, i0, rows, p0, kc, uk.mr, ws.ap.data());
+            if (!a_packed) pack_a(a, i0, rows, p0, kc, uk.mr, ws.ap.data());
             for (i64 j = 0; j < cols; j += uk.nr) {  // NR columns
                 const int nr_eff = int(std::min<i64>(uk.nr, cols - j));
                 const T* bpanel = ws.bp.data() + (j / uk.nr) * kc * uk.nr;
                 for (i64 i = 0; i < rows; i += uk.mr) {  // MR rows
                     const int mr_eff = int(std::min<i64>(uk.mr, rows - i));
-                    const T* apanel = ws.ap.data() + (i / uk.mr) * kc * uk.mr;
+                    const T* apanel = a_packed
+                        ? a_packed + ((i0 + i) / uk.mr * k + p0) * uk.mr
+                        : ws.ap.data() + (i / uk.mr) * kc * uk.mr;
                     T* dst = c + (i0 + i) * ldc + j0 + j;
                     const T* tb = last && bias ? bias + i0 + i : nullptr;
                     if (mr_eff == uk.mr && nr_eff == uk.nr) {
@@ -143,10 +151,12 @@ void gemm_block(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, 
 template <typename T>
 GemmSplit gemm_split(i64 m, i64 n, int threads) {
     const i64 mc = Blocking<T>::mc / gemm_ukernel<T>().mr * gemm_ukernel<T>().mr;
-    const i64 col_blocks = ceil_div(n, Blocking<T>::nc), row_blocks = ceil_div(m, mc);
+    const i64 nr = gemm_ukernel<T>().nr;
+    const i64 cols_per_block = ceil_div(ceil_div(n, ceil_div(n, Blocking<T>::nc)), nr) * nr;
+    const i64 col_blocks = ceil_div(n, cols_per_block), row_blocks = ceil_div(m, mc);
     const i64 row_groups = std::min(row_blocks, ceil_div(2 * threads, col_blocks));
     const i64 rows_per_group = ceil_div(row_blocks, row_groups) * mc;
-    return {col_blocks, ceil_div(m, rows_per_group), rows_per_group};
+    return {col_blocks, ceil_div(m, rows_per_group), rows_per_group, cols_per_block};
 }
 
 template <typename T>
@@ -159,10 +169,10 @@ void gemm(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool a
     team(units, nt, [&](UnitQueue& q) {
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
-            const i64 j0 = unit % split.col_blocks * Blocking<T>::nc;
+            const i64 j0 = unit % split.col_blocks * split.cols_per_block;
             const i64 i0 = unit / split.col_blocks * split.rows_per_group;
             gemm_block(m, n, k, a, b, c, ldc, accumulate, bias, relu, j0,
-                       std::min(Blocking<T>::nc, n - j0), i0,
+                       std::min(split.cols_per_block, n - j0), i0,
                        std::min(m, i0 + split.rows_per_group), ws);
         }
     });
@@ -184,12 +194,12 @@ void gemm_depth_sliced(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, bo
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
             const i64 s = unit / tiles, tile = unit % tiles;
-            const i64 j0 = tile % split.col_blocks * Blocking<T>::nc;
+            const i64 j0 = tile % split.col_blocks * split.cols_per_block;
             const i64 i0 = tile / split.col_blocks * split.rows_per_group;
             const i64 p0 = s * slice;
             const MatView<T> as{a.p + p0 * a.cs, a.rs, a.cs}, bs{b.p + p0 * b.rs, b.rs, b.cs};
             gemm_block<T>(m, n, std::min(slice, k - p0), as, bs, partials + s * m * n, n, false,
-                       nullptr, false, j0, std::min(Blocking<T>::nc, n - j0), i0,
+                       nullptr, false, j0, std::min(split.cols_per_block, n - j0), i0,
                        std::min(m, i0 + split.rows_per_group), ws);
         }
     });
@@ -211,7 +221,9 @@ void sum_in_order(const T* parts, i64 count, i64 size, T* out, bool accumulate, 
 #define FASTCONV_GEMM(T)                                                                 \
     template struct GemmWorkspace<T>;                                                    \
     template void gemm_block<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool,    \
-                                const T*, bool, i64, i64, i64, i64, GemmWorkspace<T>&);  \
+                                const T*, bool, i64, i64, i64, i64, GemmWorkspace<T>&,   \
+                                const T*);                                               \
+    template void pack_a_whole<T>(i64, i64, MatView<T>, T*);                             \
     template GemmSplit gemm_split<T>(i64, i64, int);                                     \
     template void gemm<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, const T*, \
                           bool, int);                                                    \

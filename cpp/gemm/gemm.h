@@ -42,6 +42,9 @@ void sum_in_order(const T* parts, std::int64_t count, std::int64_t size, T* out,
 // The pieces of gemm, for callers that run many products in one team of
 // threads: a thread's packing buffers, and one unit of work — columns
 // [j0, j0 + cols) and rows [i_begin, i_end) of c, every depth block.
+// a_packed: a packed whole by pack_a_whole (callers whose units share one a
+// pack it once), or nullptr to pack a block by block; i_begin is then a
+// multiple of MR.
 template <typename T>
 struct GemmWorkspace {
     GemmWorkspace();
@@ -53,12 +56,19 @@ template <typename T>
 void gemm_block(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, MatView<T> b, T* c,
                 std::int64_t ldc, bool accumulate, const T* bias, bool relu, std::int64_t j0,
                 std::int64_t cols, std::int64_t i_begin, std::int64_t i_end,
-                GemmWorkspace<T>& ws);
+                GemmWorkspace<T>& ws, const T* a_packed = nullptr);
 
-// How gemm splits c: column blocks of Blocking<T>::nc, times row groups of
-// rows_per_group (more than one only when the columns cannot feed the threads).
+// ap[panel][p][r] <- a[panel*MR + r][p] for the whole of a (m x k), zero
+// past row m: ceil(m / MR) * MR * k elements, the layout gemm_block reads.
+template <typename T>
+void pack_a_whole(std::int64_t m, std::int64_t k, MatView<T> a, T* ap);
+
+// How gemm splits c: col_blocks blocks of cols_per_block columns (the last
+// one shorter; nearly equal blocks of at most Blocking<T>::nc), times
+// row_groups groups of rows_per_group rows (more than one only when the
+// columns cannot feed the threads).
 struct GemmSplit {
-    std::int64_t col_blocks, row_groups, rows_per_group;
+    std::int64_t col_blocks, row_groups, rows_per_group, cols_per_block;
 };
 
 template <typename T>
