@@ -58,6 +58,8 @@ CONV_CASES = [
     ((2, 8, 7, 9), (12, 8, 1, 1), 1, 0, 1, 1),       # 1x1
     ((1, 8, 5, 6), (8, 4, 1, 1), 1, 0, 1, 2),        # grouped 1x1
     ((2, 300, 6, 5), (7, 300, 1, 1), 1, 0, 1, 1),    # depth past one KC block
+    ((1, 8, 5, 5), (100, 8, 1, 1), 1, 0, 1, 1),      # 1x1: rows split between threads
+    ((1, 6, 3, 300), (20, 3, 1, 1), 1, 0, 1, 2),     # 1x1: columns in several blocks
     # stride 1, rows of whole vectors: GEMM panels read the input in place,
     # mixed with packed ones at the padding and past the row ends
     ((3, 6, 12, 12), (16, 6, 5, 5), 1, 0, 1, 1),     # lenet_c2: rows of 8
