@@ -25,13 +25,14 @@ struct Gemm {
     i64 cols;   // N * OH * OW, over the whole batch
 };
 
-/* ap[g][panel][p][r] <- weight[g*Kg + panel*MR + r][p], zero past Kg */
+/* ap[g][panel - first][p][r] <- weight[g*Kg + panel*MR + r][p], zero past Kg, for the
+   panels from `first` on */
 template <typename T>
-void pack_weights(const ConvShape& s, const Gemm& gm, int mr, const T* weight, T* ap,
-                  int threads) {
-    const i64 panels = ceil_div(gm.rows, mr);
-    parallel_for(s.groups * panels, threads, [&](i64 gp) {
-        const i64 g = gp / panels, panel = gp % panels;
+void pack_weights(const ConvShape& s, const Gemm& gm, int mr, i64 first, const T* weight,
+                  T* ap, int threads) {
+    const i64 packed = ceil_div(gm.rows, mr) - first;
+    parallel_for(s.groups * packed, threads, [&](i64 gp) {
+        const i64 g = gp / packed, panel = first + gp % packed;
         T* dst = ap + gp * gm.depth * mr;
         for (i64 p = 0; p < gm.depth; ++p) {
             for (int r = 0; r < mr; ++r) {
@@ -115,6 +116,9 @@ struct Workspace {
 
 // Columns [j0, j0 + nr_eff) of the output, rows [i0, i0 + mr_eff) of group g.
 // kernel(c, ldc, accumulate, bias, relu) runs the micro-kernel on the tile.
+// A tile that does not map onto the output (edge or image-crossing) sums its
+// depth blocks in `tile` (MR x NR, kept by the caller from one depth block to
+// the next) and is written out after the last one.
 template <typename T, typename Kernel>
 void compute_tile(const ConvShape& s, const UKernel<T>& uk, Kernel kernel, i64 g, i64 i0,
                   int mr_eff, i64 j0, int nr_eff, bool accumulate, bool last,
@@ -128,13 +132,13 @@ void compute_tile(const ConvShape& s, const UKernel<T>& uk, Kernel kernel, i64 g
         kernel(out + (n * s.k + k0) * pixels + pix, pixels, accumulate, tile_bias, tile_relu);
         return;
     }
-    // Edge or image-crossing tile: compute aside, then add where each column lives.
-    kernel(tile, uk.nr, false, nullptr, false);
+    kernel(tile, uk.nr, accumulate, nullptr, false);
+    if (!last) return;
     for (int t = 0; t < nr_eff; ++t) {
         T* col = out + (n * s.k + k0) * pixels + pix;
         for (int i = 0; i < mr_eff; ++i) {
             T& dst = col[i * pixels];
-            T v = accumulate ? dst + tile[i * uk.nr + t] : tile[i * uk.nr + t];
+            T v = tile[i * uk.nr + t];
             if (tile_bias) v += tile_bias[i];
             if (tile_relu && v < T(0)) v = T(0);
             dst = v;
@@ -217,9 +221,16 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
     const i64 panels = ceil_div(gm.rows, uk.mr);
     threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
-    // every element is written by pack_weights: no zero-filling (9 MB on resnet_3x3_7)
-    T* ap = scratch<T>(ScratchSlot::packed_weights, s.groups * panels * uk.mr * gm.depth);
-    pack_weights(s, gm, uk.mr, weight, ap, threads);
+    // The micro-kernel reads whole panels of MR filters from the weights as
+    // they are (packing 9 MB of them took 6% of resnet_3x3_7); only a last
+    // panel of fewer filters is packed, with zeros after them. Without such
+    // a kernel, all are packed. Every element of ap is written: no zero-filling.
+    const bool rows_a = uk.rows != nullptr && (uk.in_place == nullptr || uk.rows_in_place);
+    const i64 first_packed = rows_a ? gm.rows / uk.mr : 0;
+    const i64 packed_panels = panels - first_packed;
+    T* ap = scratch<T>(ScratchSlot::packed_weights,
+                       std::max<i64>(1, s.groups * packed_panels * uk.mr * gm.depth));
+    pack_weights(s, gm, uk.mr, first_packed, weight, ap, threads);
 
     // Work units: (group, block of output columns). Enough of them to feed
     // every thread; each unit owns its output tiles, so the sums never depend
@@ -245,14 +256,16 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     team(units, threads, [&](UnitQueue& q) {
         Workspace<T> ws;
         ws.bp.resize(B::kc * block_cols);
-        ws.tile.resize(uk.mr * uk.nr);
+        // an edge tile per (column panel, MR rows) of the unit, kept across depth blocks
+        ws.tile.resize(ceil_div(block_cols, uk.nr) * panels * uk.mr * uk.nr);
         for (i64 unit; claim(q, unit);) {
             const i64 g = unit / blocks;
             const i64 jb = (unit % blocks) * block_cols;
             const i64 je = std::min(jb + block_cols, gm.cols);
             const i64 col_panels = ceil_div(je - jb, uk.nr);
             const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
-            const T* ag = ap + g * panels * uk.mr * gm.depth;
+            const T* ag = ap + g * packed_panels * uk.mr * gm.depth;
+            const T* wg = weight + g * gm.rows * gm.depth;
             runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
             const bool packed_panels = std::count(ws.runs.in_place.begin(),
                                                   ws.runs.in_place.end(), -1) > 0;
@@ -272,21 +285,33 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                         const T* b = ws.bp.data() + jp * kc * uk.nr;
                         const i64 h0 = ws.runs.in_place[2 * jp], h1 = ws.runs.in_place[2 * jp + 1];
                         for (i64 i = i0; i < i1; i += uk.mr) {            // MR rows
-                            const T* a = ag + (i / uk.mr) * uk.mr * gm.depth + p0 * uk.mr;
+                            const i64 panel = i / uk.mr;
+                            const bool a_rows = panel < first_packed;  // read from the weights
+                            const T* a =
+                                a_rows ? wg + i * gm.depth + p0
+                                       : ag + ((panel - first_packed) * gm.depth + p0) * uk.mr;
+                            T* tile = ws.tile.data() + (jp * panels + i / uk.mr) * uk.mr * uk.nr;
                             const int mr_eff = int(std::min<i64>(uk.mr, gm.rows - i));
                             if (h0 >= 0) {
                                 compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
                                                         bool re) {
-                                    uk.in_place(kc, a, x + h0, x + h1, offsets.data() + p0, c,
-                                                ldc, acc, bi, re);
+                                    if (a_rows)
+                                        uk.rows_in_place(kc, a, gm.depth, x + h0, x + h1,
+                                                         offsets.data() + p0, c, ldc, acc, bi, re);
+                                    else
+                                        uk.in_place(kc, a, x + h0, x + h1, offsets.data() + p0,
+                                                    c, ldc, acc, bi, re);
                                 }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
-                                             ws.tile.data());
+                                             tile);
                             } else {
                                 compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
                                                         bool re) {
-                                    uk.fn(kc, a, b, c, ldc, acc, bi, re);
+                                    if (a_rows)
+                                        uk.rows(kc, a, gm.depth, b, c, ldc, acc, bi, re);
+                                    else
+                                        uk.fn(kc, a, b, c, ldc, acc, bi, re);
                                 }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
-                                             ws.tile.data());
+                                             tile);
                             }
                         }
                     }

@@ -22,6 +22,18 @@ using UKernelInPlaceFn = void (*)(std::ptrdiff_t kc, const T* a, const T* b0, co
                                   const std::ptrdiff_t* off, T* c, std::ptrdiff_t ldc,
                                   bool accumulate, const T* bias, bool relu);
 
+// The two above with A read from MR rows of a row-major matrix, row stride
+// lda, instead of a packed micro-panel: a convolution's weights as they are.
+template <typename T>
+using UKernelRowsFn = void (*)(std::ptrdiff_t kc, const T* a, std::ptrdiff_t lda, const T* b,
+                               T* c, std::ptrdiff_t ldc, bool accumulate, const T* bias,
+                               bool relu);
+template <typename T>
+using UKernelRowsInPlaceFn = void (*)(std::ptrdiff_t kc, const T* a, std::ptrdiff_t lda,
+                                      const T* b0, const T* b1, const std::ptrdiff_t* off, T* c,
+                                      std::ptrdiff_t ldc, bool accumulate, const T* bias,
+                                      bool relu);
+
 template <typename T>
 struct UKernel {
     int mr;
@@ -29,6 +41,8 @@ struct UKernel {
     UKernelFn<T> fn;
     const char* name;
     UKernelInPlaceFn<T> in_place = nullptr;  // nullptr: B must be packed
+    UKernelRowsFn<T> rows = nullptr;         // nullptr: A must be packed
+    UKernelRowsInPlaceFn<T> rows_in_place = nullptr;
 };
 
 // Per ISA path. Each is defined in its own source file, compiled for that ISA.

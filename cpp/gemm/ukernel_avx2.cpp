@@ -74,13 +74,28 @@ struct InPlaceB {
     typename Ops::V half1(std::ptrdiff_t p) const { return Ops::load(b1 + off[p]); }
 };
 
+// Where element (p, r) of the A micro-panel comes from: the packed panel, or
+// row r of a row-major matrix.
+template <typename Ops>
+struct PackedA {
+    const typename Ops::T* a;
+    typename Ops::V at(std::ptrdiff_t p, int r) const { return Ops::broadcast(a + p * 6 + r); }
+};
+
+template <typename Ops>
+struct RowsA {
+    const typename Ops::T* a;
+    std::ptrdiff_t lda;
+    typename Ops::V at(std::ptrdiff_t p, int r) const { return Ops::broadcast(a + r * lda + p); }
+};
+
 // 6 rows x 2 vectors: 12 accumulators, two B vectors and one A broadcast,
 // named one by one so that they stay in registers. The C tile is prefetched
 // first: it is read back (accumulate) or written at the end, and an output of
 // several MB is out of cache by then (measured 2-8% on the ResNet layers).
 // Unrolling the depth loop by 4 gave another 5-9%.
-template <typename Ops, typename Source>
-inline void gemm_6x2v_from(std::ptrdiff_t kc, const typename Ops::T* a, Source b,
+template <typename Ops, typename ASource, typename Source>
+inline void gemm_6x2v_from(std::ptrdiff_t kc, ASource a, Source b,
                            typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
                            const typename Ops::T* bias, bool relu) {
     using V = typename Ops::V;
@@ -93,19 +108,19 @@ inline void gemm_6x2v_from(std::ptrdiff_t kc, const typename Ops::T* a, Source b
     V c20 = Ops::zero(), c21 = Ops::zero(), c30 = Ops::zero(), c31 = Ops::zero();
     V c40 = Ops::zero(), c41 = Ops::zero(), c50 = Ops::zero(), c51 = Ops::zero();
 #pragma GCC unroll 4
-    for (std::ptrdiff_t p = 0; p < kc; ++p, a += 6) {
+    for (std::ptrdiff_t p = 0; p < kc; ++p) {
         const V b0 = b.half0(p), b1 = b.half1(p);
-        V ai = Ops::broadcast(a + 0);
+        V ai = a.at(p, 0);
         c00 = Ops::fma(ai, b0, c00); c01 = Ops::fma(ai, b1, c01);
-        ai = Ops::broadcast(a + 1);
+        ai = a.at(p, 1);
         c10 = Ops::fma(ai, b0, c10); c11 = Ops::fma(ai, b1, c11);
-        ai = Ops::broadcast(a + 2);
+        ai = a.at(p, 2);
         c20 = Ops::fma(ai, b0, c20); c21 = Ops::fma(ai, b1, c21);
-        ai = Ops::broadcast(a + 3);
+        ai = a.at(p, 3);
         c30 = Ops::fma(ai, b0, c30); c31 = Ops::fma(ai, b1, c31);
-        ai = Ops::broadcast(a + 4);
+        ai = a.at(p, 4);
         c40 = Ops::fma(ai, b0, c40); c41 = Ops::fma(ai, b1, c41);
-        ai = Ops::broadcast(a + 5);
+        ai = a.at(p, 5);
         c50 = Ops::fma(ai, b0, c50); c51 = Ops::fma(ai, b1, c51);
     }
     store_row<V, Ops>(c + 0 * ldc, c00, c01, accumulate, bias ? bias + 0 : nullptr, relu);
@@ -120,7 +135,7 @@ template <typename Ops>
 void gemm_6x2v(std::ptrdiff_t kc, const typename Ops::T* a, const typename Ops::T* b,
                typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
                const typename Ops::T* bias, bool relu) {
-    gemm_6x2v_from<Ops>(kc, a, PackedB<Ops>{b}, c, ldc, accumulate, bias, relu);
+    gemm_6x2v_from<Ops>(kc, PackedA<Ops>{a}, PackedB<Ops>{b}, c, ldc, accumulate, bias, relu);
 }
 
 template <typename Ops>
@@ -128,17 +143,37 @@ void gemm_6x2v_in_place(std::ptrdiff_t kc, const typename Ops::T* a, const typen
                         const typename Ops::T* b1, const std::ptrdiff_t* off,
                         typename Ops::T* c, std::ptrdiff_t ldc, bool accumulate,
                         const typename Ops::T* bias, bool relu) {
-    gemm_6x2v_from<Ops>(kc, a, InPlaceB<Ops>{b0, b1, off}, c, ldc, accumulate, bias, relu);
+    gemm_6x2v_from<Ops>(kc, PackedA<Ops>{a}, InPlaceB<Ops>{b0, b1, off}, c, ldc, accumulate,
+                        bias, relu);
+}
+
+template <typename Ops>
+void gemm_6x2v_rows(std::ptrdiff_t kc, const typename Ops::T* a, std::ptrdiff_t lda,
+                    const typename Ops::T* b, typename Ops::T* c, std::ptrdiff_t ldc,
+                    bool accumulate, const typename Ops::T* bias, bool relu) {
+    gemm_6x2v_from<Ops>(kc, RowsA<Ops>{a, lda}, PackedB<Ops>{b}, c, ldc, accumulate, bias,
+                        relu);
+}
+
+template <typename Ops>
+void gemm_6x2v_rows_in_place(std::ptrdiff_t kc, const typename Ops::T* a, std::ptrdiff_t lda,
+                             const typename Ops::T* b0, const typename Ops::T* b1,
+                             const std::ptrdiff_t* off, typename Ops::T* c, std::ptrdiff_t ldc,
+                             bool accumulate, const typename Ops::T* bias, bool relu) {
+    gemm_6x2v_from<Ops>(kc, RowsA<Ops>{a, lda}, InPlaceB<Ops>{b0, b1, off}, c, ldc,
+                        accumulate, bias, relu);
 }
 
 }  // namespace
 
 UKernel<float> sgemm_ukernel_avx2() {
-    return {6, 16, gemm_6x2v<F32>, "f32-gemm-6x16-fma3", gemm_6x2v_in_place<F32>};
+    return {6, 16, gemm_6x2v<F32>, "f32-gemm-6x16-fma3", gemm_6x2v_in_place<F32>,
+            gemm_6x2v_rows<F32>, gemm_6x2v_rows_in_place<F32>};
 }
 
 UKernel<double> dgemm_ukernel_avx2() {
-    return {6, 8, gemm_6x2v<F64>, "f64-gemm-6x8-fma3", gemm_6x2v_in_place<F64>};
+    return {6, 8, gemm_6x2v<F64>, "f64-gemm-6x8-fma3", gemm_6x2v_in_place<F64>,
+            gemm_6x2v_rows<F64>, gemm_6x2v_rows_in_place<F64>};
 }
 
 }  // namespace fastconv
