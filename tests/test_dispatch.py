@@ -174,7 +174,7 @@ def _first_available(order):
     ((2, 32, 28, 28), (32, 1, 3, 3), {"groups": 32, "padding": 1}, "depthwise, stride 1"),
     ((2, 16, 20, 20), (32, 1, 3, 3), {"groups": 16}, "depthwise, stride 1"),
     ((2, 32, 28, 28), (32, 1, 3, 3), {"groups": 32, "stride": 2}, "depthwise, strided"),
-    ((2, 128, 7, 7), (16, 128, 3, 3), {"padding": 1}, "deep, few columns"),
+    ((2, 128, 7, 7), (16, 128, 3, 3), {"padding": 1}, "gemm"),  # deep, few columns
     ((8, 128, 7, 7), (16, 128, 3, 3), {"padding": 1}, "gemm"),  # 392 columns
     ((2, 16, 20, 20), (2, 16, 3, 3), {"padding": 1}, "gemm"),  # few filters: cpp's direct
     ((2, 32, 20, 20), (64, 32, 1, 1), {}, "gemm"),  # cpp's 1x1 kernel
@@ -196,6 +196,32 @@ def test_auto_follows_the_measured_rules(case):
     # what explain names is what runs, and it is right
     want = fc.conv2d(x, w, backend="numpy", **kwargs)
     np.testing.assert_allclose(fc.conv2d(x, w, **kwargs), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("case", [
+    # (x shape, weight shape, kwargs, rule)
+    ((1, 1, 8, 8), (1, 1, 3, 3), {}, "tiny"),
+    ((2, 32, 28, 28), (32, 1, 3, 3), {"groups": 32, "padding": 1}, "depthwise gradients"),
+    ((2, 32, 20, 20), (64, 32, 1, 1), {}, "1x1 gradients"),
+    ((2, 3, 40, 40), (16, 3, 7, 7), {"stride": 2, "padding": 3}, "strided gradients"),
+    ((2, 32, 20, 20), (64, 32, 1, 1), {"stride": 2}, "strided gradients"),
+    ((2, 32, 20, 20), (64, 32, 3, 3), {"padding": 1}, "gradients"),
+    ((1, 64, 14, 14), (64, 64, 3, 3), {"padding": 1}, "gradients"),
+])
+def test_auto_follows_the_measured_gradient_rules(case):
+    from fastconv import _rules
+
+    xs, ws, kwargs, name = case
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal(xs), rng.standard_normal(ws)
+    g = rng.standard_normal(fc.conv2d(x, w, backend="numpy", **kwargs).shape)
+    plan = fc.explain("conv2d_backward", g, x, w, **kwargs)
+    rule = _rules.auto("conv2d_backward", plan.spec)
+    assert rule.name == name and f"rule {name!r}" in str(plan)
+    assert plan.backend == _first_available(rule.order)
+    for got, want in zip(fc.conv2d_backward(g, x, w, **kwargs),
+                         fc.conv2d_backward(g, x, w, backend="numpy", **kwargs)):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
 
 
 def test_every_op_has_a_rule_and_a_result_like_numpy():
@@ -282,17 +308,21 @@ def test_explain_predicts_the_cpp_gemm_blocking():
     plan = fc.explain("conv2d", x, w, padding=1, backend="cpp")
     mr, nr = _rules._micro_tile(np.float32)
     ws = dict(plan.workspace)
-    # packed weights: K rounded up to MR rows, C*KH*KW deep
-    assert ws["packed weights"] == -(-64 // mr) * mr * 64 * 9 * 4
+    # packed weights, C*KH*KW deep: every panel of MR filters on the generic
+    # path; on AVX2 only a last panel of fewer than MR (64 = 10*6 + 4)
+    from fastconv import _cpp
+
+    panels = -(-64 // mr) if _cpp.isa_path() == "generic" else 1
+    assert ws["packed weights"] == panels * mr * 64 * 9 * 4
     # per thread: a B block of KC = 256 rows and the columns of one work unit
     # (NC = 1024 / 4 = 256 columns at most, fewer to give every thread a unit)
-    # plus an MR x NR tile
+    # plus an MR x NR tile per column panel and MR filters
     t, cols = plan.threads, 8 * 56 * 56
     units = -(-max(-(-cols // 256), t) // t) * t
     block_cols = -(-(-(-cols // units)) // nr) * nr
     (blocks, size), = [(k, v) for k, v in ws.items() if k.startswith("B blocks")]
     assert f"KC 256 x {block_cols} columns" in blocks
-    assert size == t * (256 * block_cols + mr * nr) * 4
+    assert size == t * (256 * block_cols + block_cols // nr * -(-64 // mr) * mr * nr) * 4
 
 
 _G = np.ones((2, 3, 4, 4))

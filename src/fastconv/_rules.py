@@ -12,44 +12,38 @@ the call itself where it is on.
 
 The measurements behind them: `python -m fastconv bench`'s layer table and
 sweeps around each boundary, on the development machine (2-core AMD EPYC,
-AVX2 path, OpenBLAS 0.3.30, Numba 0.68, float32 unless noted), shared with
-other jobs: each figure is the best of 5-9 interleaved rounds, then the best
-of 3-4 such runs at different times; a single run's ratios moved by 20-30%,
-so a rule needs a consistent margin. One thread: on a loaded 2-core machine
-two-thread timings mostly measured OpenMP threads waiting for a core (cpp used OpenMP then;
-its lenet_c2 took 9 ms on 2 threads against 0.9 ms on one, and 0.9 ms with
-OMP_WAIT_POLICY=passive); where two-thread runs agreed they are quoted (2t).
+AVX2 path, OpenBLAS 0.3.31, Numba 0.68, float32, 2 threads), shared with
+other jobs: medians of 4-9 interleaved rounds; a single run's ratios moved
+by 10-30%, so a rule needs a consistent margin. Figures of 2026-11-27 (after
+cpp's GEMM read the weights unpacked and Numba got a few-filter kernel),
+except the rows marked (earlier), from previous sessions.
 
     conv2d (time per call)               cpp     numba   numpy   rule
-    tiny 1x1x8x8, 1 filter 3x3           24 us   39 us   51 us   tiny: cpp
-    depthwise n1 c64 14x14 s1           63 us   52 us  132 us   depthwise s1: numba
-    depthwise n8 c128 56x56 s1 (table)  8.7 ms  7.5 ms  52 ms
-    depthwise n8 c256 28x28 5x5 s1      11 ms   4.9 ms  49 ms
-    depthwise n8 c512 7x7 s1            2.3 ms  0.66 ms 3.4 ms
-    depthwise n8 c64 56x56 x2 filters   6.7 ms  4.2 ms  22 ms
-    depthwise n8 c128 56x56 s2          2.8 ms  4.0 ms  10 ms   depthwise strided: cpp
-    deep n1 c512 7x7 k512 3x3           7.6 ms  4.7 ms  4.1 ms  deep, few columns: numpy
-      (2t)                              24 ms   19 ms   12 ms
-    deep n1 c256 14x14 k256 3x3         4.3 ms  4.4 ms  3.6 ms
-    resnet_3x3_7 n8 (392 columns)       31 ms   47 ms   37 ms   gemm: cpp
-    resnet_3x3_28                       26 ms   34 ms   27 ms
-    resnet_stem                         50 ms   97 ms   76 ms
-    lenet_c1 / lenet_c2                 0.62 / 1.9 ms   1.1 / 5.6   0.92 / 3.2
-    pointwise_1x1 (cpp 1x1 kernel)      26 ms   36 ms   21 ms   (close: autotune)
-    cpp's direct kernel, 64+ filters per group: 8-140x its GEMM (never a candidate)
+    tiny 1x1x8x8, 1 filter 3x3           23 us   40 us   74 us   tiny: cpp
+    depthwise_3x3 (n8 c128 56x56 s1)   4.1 ms  3.8 ms   46 ms   depthwise s1: numba
+    depthwise n1 c64 14x14 s1           63 us   52 us  132 us   (earlier)
+    depthwise n8 c128 56x56 s2          2.8 ms  4.0 ms   10 ms   depthwise strided: cpp (earlier)
+    deep n1 c512 7x7 k512 3x3           6.4 ms   19 ms  7.7 ms  gemm: cpp
+    deep n1 c256 14x14 k256 3x3         4.8 ms   19 ms  7.8 ms
+    resnet_3x3_7 / _14                  18 / 17 ms   20 / 18  22 / 19
+    resnet_3x3_28 / _56                 20 / 19 ms   17 / 19  25 / 40
+    resnet_stem / alexnet_c1            25 / 16 ms   24 / 16   75 / 48
+    lenet_c1 / lenet_c2                 0.27 / 0.30 ms  0.49 / 0.60   1.3 / 1.6
+    pointwise_1x1 (cpp 1x1 kernel)      13.5 ms  15 ms   15 ms
+    cpp's direct kernel, 64+ filters per group: 8-140x its GEMM (never a candidate; earlier)
 
     conv2d_backward                      cpp     numba   numpy
-    tiny                                80 us  127 us  183 us   tiny: cpp
-    depthwise_3x3                        128 ms   61 ms  150 ms  depthwise: numba
-      (2t)                               523 ms  178 ms  298 ms
-    pointwise_1x1                        67 ms   74 ms   47 ms  1x1: numpy
-    resnet_3x3_7 / _14 (depth 4608, 2304)  78 / 79 ms  116 / 110  157 / 82   deep: cpp
-    resnet_3x3_28 (depth 1152)           122 ms  144 ms  126 ms  (close: numba by rule)
-    resnet_stem / alexnet_c1             141 / 85 ms  97 / 74  122 / 92   gradients: numba
-    resnet_3x3_56 / batch1_3x3_56        133 / 12 ms  112 / 11  121 / 12
-    lenet_c1 / lenet_c2                  3.3 / 2.6 ms  2.9 / 3.5  3.6 / 4.6
+    tiny                                53 us  116 us  180 us   tiny: cpp
+    depthwise_3x3                        11 ms   45 ms  192 ms  depthwise: cpp
+    pointwise_1x1                        52 ms   36 ms   33 ms  1x1: numpy
+    resnet_stem / alexnet_c1            91 / 70 ms   53 / 39  114 / 88   strided: numba
+    resnet_3x3_7 / _14                  49 / 49 ms   91 / 54  112 / 60   stride 1: cpp
+    resnet_3x3_28 / _56                 44 / 42 ms   42 / 48   61 / 124
+    batch1_3x3_56                      6.7-7.1 ms  6.0-6.4  8.3-8.9  (close)
+    n1 c512 7x7 / n1 c256 14x14        13 / 6.1 ms  20 / 10  15 / 6.5
+    lenet_c1 / lenet_c2                  1.1 / 1.1 ms  2.0 / 1.9  4.9 / 5.9
 
-    others                               cpp     numba   numpy
+    others (earlier)                     cpp     numba   numpy
     im2col, 3x3 layers                   1.0    1.0-1.8x 1.8-3.7x slower   unfold: cpp
     im2col pointwise_1x1                 5.1 ms  6.1 ms  2.1 ms  1x1 unfold: numpy
     col2im, the table                    1.0    0.75-1.4x 1.4-4.7x          unfold: cpp
@@ -58,7 +52,9 @@ OMP_WAIT_POLICY=passive); where two-thread runs agreed they are quoted (2t).
     avg_pool2d                           5.9 / 1.6 / 0.45 ms  7.1 / 1.6 / 0.62
     max_pool2d_backward                  31 / 3.3 / 1.1 ms    49 / 5.0 / 1.6
     avg_pool2d_backward                  47 / 9.4 / 1.0 ms    26 / 5.0 / 0.35  numba
-      (pool_112_k3s2 / pool_56_k2s2 / pool_lenet; numpy 2-40x slower)
+      (pool_112_k3s2 / pool_56_k2s2 / pool_lenet; numpy 2-40x slower. Today
+      max_pool2d without indices on pool_lenet: numba's new 2x2 path about
+      even with cpp)
 
 Numba's first call in a process imports Numba (~1 s) and, on a cold kernel
 cache, compiles (seconds); the rules count steady-state time only.
@@ -88,12 +84,6 @@ SMALL = ("cpp", "numpy", "numba")  # numba's call costs the most (~15 us more th
 # At most this many multiply-adds (pooling: taps) is a tiny call, where the
 # fixed cost per call decides: cpp's is the least.
 TINY_WORK = 1 << 16
-# "Deep, few columns": a GEMM at least this deep (C/groups*KH*KW) ...
-DEEP = 1024
-# ... with at most this many columns (N*OH*OW): the weights dominate.
-FEW_COLUMNS = 256
-# Gradients at least this deep run best on cpp, shallower ones on Numba.
-DEEP_GRADIENTS = 2048
 
 _TINY = Rule("tiny", SMALL, None, f"at most {TINY_WORK} multiply-adds (taps when pooling): "
              "the least overhead per call decides (cpp's)")
@@ -102,21 +92,19 @@ _DEPTHWISE_S1 = Rule("depthwise, stride 1", NUMBA, None,
                      "plane) beats cpp's direct kernel 1.2-3.4x")
 _DEPTHWISE = Rule("depthwise, strided", CPP, None,
                   "cpp's direct kernel (1.5x Numba's depthwise kernel at stride 2)")
-_DEEP = Rule("deep, few columns", NUMPY, None,
-             f"a GEMM at least {DEEP} deep with at most {FEW_COLUMNS} columns (N*OH*OW): "
-             "OpenBLAS through NumPy handles the large weight matrix best (1.2-1.9x cpp)")
 _GEMM = Rule("gemm", CPP, None, "cpp's packed GEMM (implicit im2col; 1x1 and few-filter "
-             "layers by cpp's own kernel choice), 1.2-1.9x Numba, 1.0-1.6x NumPy")
+             "layers by cpp's own kernel choice): 0.9-1.8x Numba, 1.0-6x NumPy")
 
 _BWD_POINTWISE = Rule("1x1 gradients", NUMPY, None,
                       "1x1, stride 1, no padding: NumPy's batched matmuls need no unfolding "
-                      "(1.4x cpp)")
-_BWD_DEPTHWISE = Rule("depthwise gradients", NUMBA, None, "Numba's gradients (2.1x cpp)")
-_BWD_DEEP = Rule("deep gradients", CPP, None,
-                 f"at least {DEEP_GRADIENTS} deep: cpp's GEMMs over chunks of images "
-                 "(1.4-1.5x Numba)")
-_BWD = Rule("gradients", NUMBA, None, "shallower: Numba's GEMM gradients in two waves "
-            "(1.15-1.5x cpp)")
+                      "(1.1x Numba, 1.6x cpp)")
+_BWD_DEPTHWISE = Rule("depthwise gradients", CPP, None,
+                      "cpp's direct kernels for both gradients (4x Numba)")
+_BWD_STRIDED = Rule("strided gradients", NUMBA, None,
+                    "stride > 1: Numba's GEMM gradients in two waves (1.7-1.8x cpp, whose "
+                    "direct weight-gradient kernel needs stride 1)")
+_BWD = Rule("gradients", CPP, None, "stride 1: cpp's direct weight gradient and GEMMs "
+            "over chunks of images (1.0-1.9x Numba)")
 
 _IM2COL_POINTWISE = Rule("1x1 unfold", NUMPY, None,
                          "a 1x1 unit-stride unfold is a transpose: NumPy's copy (2.4x cpp)")
@@ -132,8 +120,6 @@ def _conv2d(s) -> Rule:
         return _TINY
     if s.groups == s.c and s.groups > 1:
         return _DEPTHWISE_S1 if s.stride == (1, 1) else _DEPTHWISE
-    if cg * s.kh * s.kw >= DEEP and s.n * s.oh * s.ow <= FEW_COLUMNS:
-        return _DEEP
     return _GEMM
 
 
@@ -145,7 +131,7 @@ def _conv2d_backward(s) -> Rule:
         return _BWD_DEPTHWISE
     if s.pointwise and s.groups == 1:
         return _BWD_POINTWISE
-    return _BWD_DEEP if depth >= DEEP_GRADIENTS else _BWD
+    return _BWD_STRIDED if s.stride != (1, 1) else _BWD
 
 
 def auto(op: str, spec) -> Rule:
@@ -215,15 +201,25 @@ def _threads_for(work: int, units: int, threads: int) -> int:
     return max(1, min(work >> 16, units, threads))
 
 
+def _generic_path() -> bool:
+    module = CppBackend().module if _CPP[0] is None else _CPP[0]
+    _CPP[0] = module
+    return module is not None and module.isa_path() == "generic"
+
+
 def _micro_tile(dtype) -> tuple[int, int]:
     """(MR, NR) of the GEMM micro-kernel of the ISA path in force (cpp/gemm/ukernel_*.cpp)."""
     f32 = np.dtype(dtype) == np.float32
-    module = CppBackend().module if _CPP[0] is None else _CPP[0]
-    _CPP[0] = module
-    generic = module is not None and module.isa_path() == "generic"
-    if generic:
+    if _generic_path():
         return (4, 8) if f32 else (4, 4)
     return (6, 16) if f32 else (6, 8)
+
+
+def _packed_filter_panels(kg: int, mr: int) -> int:
+    """Panels of MR filters conv2d's GEMM packs (cpp/conv/conv2d.cpp): all on the
+    generic path; on the others the micro-kernel reads whole panels from the
+    weights, and only a last one of fewer filters is packed."""
+    return _cdiv(kg, mr) if _generic_path() else _cdiv(kg, mr) - kg // mr
 
 
 _CPP = [None]
@@ -251,7 +247,9 @@ def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int) -> i
     """cpp/gemm/gemm.cpp's gemm_split: column blocks x row groups."""
     b = _Blocking.of(itemsize)
     mc = b.mc // mr * mr
-    col_blocks, row_blocks = _cdiv(n, b.nc), _cdiv(m, mc)
+    nr = _micro_tile(np.float32 if itemsize == 4 else np.float64)[1]
+    cols_per_block = _cdiv(_cdiv(n, _cdiv(n, b.nc)), nr) * nr
+    col_blocks, row_blocks = _cdiv(n, cols_per_block), _cdiv(m, mc)
     row_groups = min(row_blocks, _cdiv(2 * threads, col_blocks))
     rows_per_group = _cdiv(row_blocks, row_groups) * mc
     return col_blocks * _cdiv(m, rows_per_group)
@@ -274,17 +272,21 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         if kernel == "gemm":
             b = _Blocking.of(item)
             depth, cols = cg * s.kh * s.kw, s.n * s.oh * s.ow
-            out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * depth * item))
+            packed = _packed_filter_panels(kg, mr)
+            if packed:
+                out.append(("packed weights", s.groups * packed * mr * depth * item))
             nt = _threads_for(s.groups * kg * depth * cols, s.groups * cols, threads)
             blocks = max(_cdiv(cols, b.nc), _cdiv(nt, s.groups))
             if s.groups == 1:
                 blocks = _cdiv(blocks, nt) * nt
             block_cols = _cdiv(_cdiv(cols, blocks), nr) * nr
-            per = (b.kc * block_cols + mr * nr) * item
+            # a B block, and an edge tile per (column panel, MR filters) of a unit
+            per = (b.kc * block_cols + _cdiv(block_cols, nr) * _cdiv(kg, mr) * mr * nr) * item
             out.append((f"B blocks ({nt} thread{'s' if nt > 1 else ''} x KC {b.kc} x "
                         f"{block_cols} columns)", nt * per))
         elif kernel == "1x1":
             pixels = s.h * s.w
+            out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * cg * item))
             units = s.n * s.groups * _gemm_split_units(kg, pixels, threads, item, mr)
             nt = _threads_for(s.n * s.k * cg * pixels, units, threads)
             per = _gemm_workspace(item, mr, nr)
