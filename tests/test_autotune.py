@@ -278,14 +278,58 @@ def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
 
 
 def test_measure_times_blas_callers_after_the_others(monkeypatch):
-    order = []
-    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: len(order) * 1e-3)
-    names = ["numpy", "cpp", "numba"]
-    _tuning.measure([(n, n) for n in names], order.append, [True, False, True])
+    now, order = [0.0], []
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    cost = {"numpy": 1.5e-3, "cpp": 1e-3, "numba": 1.2e-3}
+
+    def run(name):
+        order.append(name)
+        now[0] += cost[name]
+
+    winner, _ = _tuning.measure([(n, n) for n in cost], run, [True, False, True])
+    assert winner == 1
     last_cpp = max(i for i, n in enumerate(order) if n == "cpp")
     first_blas = min(i for i, n in enumerate(order) if n != "cpp")
     assert last_cpp < first_blas
     assert order.count("cpp") == order.count("numpy") == order.count("numba")
+
+
+def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
+    # cpp's samples all fell in a burst of load (3x their time); after the BLAS
+    # callers' lead and a pause for their spinning threads, cpp's kernels are
+    # timed again (not the one pruned as hopeless)
+    now, order, slept = [0.0], [], []
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(_tuning.time, "sleep", slept.append)
+    cost = {"numpy": 1.5e-3, "cpp": 1e-3, "numba": 1.2e-3, "cpp/direct": 2e-3,
+            "cpp/hopeless": 9e-3}
+    burst = [True]
+
+    def run(name):
+        order.append(name)
+        now[0] += cost[name] * (3 if burst[0] and name.startswith("cpp") else 1)
+        if name == "numpy":
+            burst[0] = False
+
+    candidates = [(n, n) for n in cost]
+    winner, seconds = _tuning.measure(candidates, run, [True, False, True, False, False])
+    assert winner == 1 and seconds["cpp"] == pytest.approx(1e-3)
+    assert slept == [_tuning.BLAS_SPIN]
+    again = order[max(i for i, n in enumerate(order) if n in ("numpy", "numba")) + 1:]
+    assert sorted(again) == ["cpp"] * _tuning.ROUNDS + ["cpp/direct"] * _tuning.ROUNDS
+
+
+def test_measure_times_nothing_again_when_no_blas_caller_leads(monkeypatch):
+    now, slept = [0.0], []
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(_tuning.time, "sleep", slept.append)
+    cost = {"numpy": 1.5e-3, "cpp": 1e-3}
+
+    def run(name):
+        now[0] += cost[name]
+
+    assert _tuning.measure([(n, n) for n in cost], run, [True, False])[0] == 1
+    assert slept == []
 
 
 def test_measure_prunes_a_whole_phase(monkeypatch):
