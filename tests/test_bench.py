@@ -217,6 +217,28 @@ def test_a_wrong_result_is_reported():
     assert "shape" in ops.mismatch("conv2d", "cpp", ref[:, :, :1], ref, layer)
 
 
+def test_limits_are_measured_at_start_and_end_and_the_higher_rates_the_tables(
+        monkeypatch, capsys, tmp_path):
+    import fastconv as fc
+    from fastconv.__main__ import main
+
+    probes = iter([limits.Limits({"float32": 10.0, "float64": 5.0}, 20.0, 64, 1, 1, "here"),
+                   limits.Limits({"float32": 30.0, "float64": 4.0}, 25.0, 64, 1, 1, "here")])
+    monkeypatch.setattr(limits, "measure", lambda *a: next(probes))
+    monkeypatch.setattr(runner, "measure_layer", lambda op, layer, *a, **k: (
+        [Cell(op, layer.name, "numpy", 0.02, "GFLOP/s", [1e-3, 1e-3])], []))
+    path = tmp_path / "run.json"
+    assert main(["bench", "lenet_c1", "--no-torch", "--backends", "numpy",
+                 "--threads", str(fc.get_num_threads()), "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "GEMM peak float32 10.0" in out and "limits at the end: " in out
+    header, _ = report.load(path)
+    assert header["limits"]["gemm"] == {"float32": 30.0, "float64": 5.0}
+    assert header["limits"]["copy"] == 25.0
+    # 0.02 GFLOP in 1 ms: 20 GFLOP/s, two thirds of the higher peak
+    assert " 67%" in out.split("limits at the end")[1]
+
+
 def test_ctrl_c_prints_the_layers_that_finished(monkeypatch, capsys, tmp_path):
     import fastconv as fc
     from fastconv.__main__ import main

@@ -1,6 +1,7 @@
 """What this machine can do at most, measured in the run that uses it, and what it is.
 
-Two limits, each the best of a few repeats:
+Two limits, each the best of a few repeats, measured at the start of a run and
+again at its end; the run rates against the higher of the two (`higher`):
 
 - GEMM peak: GFLOP/s of a large square NumPy matmul (OpenBLAS, or whichever
   BLAS NumPy links) in float32 and float64, on the benchmark's thread count.
@@ -126,6 +127,16 @@ def measure(threads: int, gemm_n: int = 2048, gemm_repeat: int = 4,
     gemm, note = gemm_peaks(gemm_n, gemm_repeat, threads)
     return Limits(gemm, copy_rate(copy_bytes, copy_repeat, threads), gemm_n, copy_bytes,
                   threads, note)
+
+
+def higher(first: Limits, second: Limits) -> Limits:
+    """Each limit at the higher of two measurements (at a run's start and end): a
+    probe that met a slow spell of a shared machine would make every share of it
+    look better than it is."""
+    gemm = {dt: max(r, second.gemm.get(dt, 0.0)) for dt, r in first.gemm.items()}
+    note = first.note if first.note == second.note else f"{first.note}; {second.note}"
+    return Limits(gemm, max(first.copy, second.copy), first.gemm_n, first.copy_bytes,
+                  first.threads, f"{note}; the higher of the run's start and end")
 
 
 # ---------------------------------------------------------------- the machine

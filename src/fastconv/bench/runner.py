@@ -359,6 +359,12 @@ def main(args) -> int:
                         notes += why
             finally:
                 progress.close()
+            end = limits_mod.measure(threads, suite.gemm_n, suite.gemm_repeat,
+                                     suite.copy_bytes, suite.copy_repeat)
+            print("limits at the end: " + end.describe().split(": ", 1)[1])
+            lim = limits_mod.higher(lim, end)
+            header["limits"] = lim.to_dict()
+            print("the tables rate against the higher of the two")
         except KeyboardInterrupt:
             interrupted = True
 
