@@ -69,6 +69,10 @@ CONV_CASES = [
     ((1, 2, 6, 139), (3, 2, 3, 3), 4, 0, 1, 1),      # stride 4: packed by whole vectors
     # padded: run on a zero-padded copy, every panel inside one row in place
     ((1, 3, 11, 37), (4, 3, 3, 5), (2, 1), ((2, 0), (1, 3)), 1, 1),
+    # the GEMMs above have under 1024 columns (AVX2 reads the weights
+    # unpacked); these over it pack them, in place and packed inputs
+    ((2, 4, 24, 24), (13, 4, 3, 3), 1, 1, 1, 1),
+    ((2, 3, 30, 41), (9, 3, 3, 2), (1, 2), (1, 0), 1, 1),
 ]
 
 

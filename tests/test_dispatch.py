@@ -308,12 +308,14 @@ def test_explain_predicts_the_cpp_gemm_blocking():
     plan = fc.explain("conv2d", x, w, padding=1, backend="cpp")
     mr, nr = _rules._micro_tile(np.float32)
     ws = dict(plan.workspace)
-    # packed weights, C*KH*KW deep: every panel of MR filters on the generic
-    # path; on AVX2 only a last panel of fewer than MR (64 = 10*6 + 4)
+    # packed weights, C*KH*KW deep: every panel of MR filters (many columns)
+    assert ws["packed weights"] == -(-64 // mr) * mr * 64 * 9 * 4
+    # with few columns, on AVX2 only a last panel of fewer than MR (64 = 10*6 + 4)
     from fastconv import _cpp
 
+    few = fc.explain("conv2d", x[:1, :, :8, :8], w, padding=1, backend="cpp")
     panels = -(-64 // mr) if _cpp.isa_path() == "generic" else 1
-    assert ws["packed weights"] == panels * mr * 64 * 9 * 4
+    assert dict(few.workspace)["packed weights"] == panels * mr * 64 * 9 * 4
     # per thread: a B block of KC = 256 rows and the columns of one work unit
     # (NC = 1024 / 4 = 256 columns at most, fewer to give every thread a unit)
     # plus an MR x NR tile per column panel and MR filters

@@ -151,6 +151,10 @@ template <typename T>
 void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
                    bool relu, int threads);
 
+// Below this many GEMM columns (N*OH*OW) the micro-kernel reads the weights
+// unpacked (see conv2d_packed).
+constexpr std::int64_t kReadWeightsBelowColumns = 1024;
+
 // Whether a zero-padded copy of the input pays: at stride 1 along rows, a
 // micro-panel half that stays inside one output row is read in place only
 // when none of its taps falls in the padding; on the copy none does. Rows of
@@ -221,11 +225,16 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
     const i64 panels = ceil_div(gm.rows, uk.mr);
     threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
-    // The micro-kernel reads whole panels of MR filters from the weights as
-    // they are (packing 9 MB of them took 6% of resnet_3x3_7); only a last
-    // panel of fewer filters is packed, with zeros after them. Without such
-    // a kernel, all are packed. Every element of ap is written: no zero-filling.
-    const bool rows_a = uk.rows != nullptr && (uk.in_place == nullptr || uk.rows_in_place);
+    // With few columns, the micro-kernel reads whole panels of MR filters from
+    // the weights as they are (packing 9 MB of them took 6% of resnet_3x3_7,
+    // which ran 5% faster so); only a last panel of fewer filters is packed,
+    // with zeros after them. With more columns packing pays for itself: the
+    // packed panel is one stream, not MR (3-12% faster from batch1_3x3_56's
+    // 3136 columns to resnet_3x3_56's 25088; about even at resnet_3x3_14's
+    // 1568). The sums are the same either way. Every element of ap is
+    // written: no zero-filling.
+    const bool rows_a = gm.cols < kReadWeightsBelowColumns && uk.rows != nullptr &&
+                        (uk.in_place == nullptr || uk.rows_in_place);
     const i64 first_packed = rows_a ? gm.rows / uk.mr : 0;
     const i64 packed_panels = panels - first_packed;
     T* ap = scratch<T>(ScratchSlot::packed_weights,

@@ -215,11 +215,18 @@ def _micro_tile(dtype) -> tuple[int, int]:
     return (6, 16) if f32 else (6, 8)
 
 
-def _packed_filter_panels(kg: int, mr: int) -> int:
+# cpp/conv/conv2d.cpp's kReadWeightsBelowColumns.
+READ_WEIGHTS_BELOW_COLUMNS = 1024
+
+
+def _packed_filter_panels(kg: int, mr: int, cols: int) -> int:
     """Panels of MR filters conv2d's GEMM packs (cpp/conv/conv2d.cpp): all on the
-    generic path; on the others the micro-kernel reads whole panels from the
-    weights, and only a last one of fewer filters is packed."""
-    return _cdiv(kg, mr) if _generic_path() else _cdiv(kg, mr) - kg // mr
+    generic path and from READ_WEIGHTS_BELOW_COLUMNS columns on; below, the
+    micro-kernel reads whole panels from the weights and only a last one of
+    fewer filters is packed."""
+    if _generic_path() or cols >= READ_WEIGHTS_BELOW_COLUMNS:
+        return _cdiv(kg, mr)
+    return _cdiv(kg, mr) - kg // mr
 
 
 _CPP = [None]
@@ -272,7 +279,7 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         if kernel == "gemm":
             b = _Blocking.of(item)
             depth, cols = cg * s.kh * s.kw, s.n * s.oh * s.ow
-            packed = _packed_filter_panels(kg, mr)
+            packed = _packed_filter_panels(kg, mr, cols)
             if packed:
                 out.append(("packed weights", s.groups * packed * mr * depth * item))
             nt = _threads_for(s.groups * kg * depth * cols, s.groups * cols, threads)
