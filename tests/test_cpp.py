@@ -364,9 +364,11 @@ def test_bad_direct_calls_raise_instead_of_crashing():
     with pytest.raises(TypeError):  # no silent conversion of a float64 array
         _cpp.conv2d(x.astype(np.float64), w, None, np.zeros((1, 3, 3, 3), np.float32), **good)
     g = np.zeros((1, 2, 2, 2), np.float32)
-    with pytest.raises(ValueError, match="outside its input plane"):
-        _cpp.max_pool2d_backward(g, np.full(g.shape, 99, np.int64),
-                                 np.zeros((1, 2, 5, 5), np.float32), 1)
+    for stray in (99, 25, -1):  # past the 5x5 plane, or negative, among good ones
+        idx = np.zeros(g.shape, np.int64)
+        idx[0, 1, 1, 0] = stray
+        with pytest.raises(ValueError, match="outside its input plane"):
+            _cpp.max_pool2d_backward(g, idx, np.zeros((1, 2, 5, 5), np.float32), 2)
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")

@@ -79,8 +79,9 @@ int threads_for(std::int64_t work, std::int64_t units, int threads);
 namespace fastconv {
 
 // grad_input (planes, H, W) <- grad_out scattered to the max pooling indices.
+// An index outside its plane writes nothing; false when there was one.
 template <typename T>
-void max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
+bool max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
                        T* grad_input, int threads);
 
 // grad_input <- each grad_out / divisor spread over its window (no dilation).

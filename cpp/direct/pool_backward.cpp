@@ -1,5 +1,7 @@
 // Gradients of pooling: scatter-adds into each input plane, planes in parallel.
 #include <algorithm>
+#include <atomic>
+#include <cstdint>
 
 #include "direct.h"
 
@@ -8,17 +10,27 @@ namespace fastconv {
 using i64 = std::int64_t;
 
 template <typename T>
-void max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
+bool max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
                        T* grad_input, int threads) {
     const i64 outs = s.oh * s.ow, plane = s.h * s.w;
     const int nt = threads_for(s.planes * (outs + plane), s.planes, threads);
+    std::atomic<bool> stray{false};
     parallel_for(s.planes, nt, [&](i64 p) {
         T* dst = grad_input + p * plane;
         std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
         const std::int64_t* at = indices + p * outs;
-        for (i64 o = 0; o < outs; ++o) dst[at[o]] += g[o];  // in output order
+        bool inside = true;
+        for (i64 o = 0; o < outs; ++o) {  // in output order
+            const auto i = std::uint64_t(at[o]);  // a negative one is huge
+            if (i < std::uint64_t(plane))
+                dst[i] += g[o];
+            else
+                inside = false;
+        }
+        if (!inside) stray.store(true, std::memory_order_relaxed);
     });
+    return !stray.load();
 }
 
 template <typename T>
@@ -53,9 +65,9 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
     });
 }
 
-template void max_pool_backward<float>(const PoolShape&, const float*, const std::int64_t*, float*,
+template bool max_pool_backward<float>(const PoolShape&, const float*, const std::int64_t*, float*,
                                        int);
-template void max_pool_backward<double>(const PoolShape&, const double*, const std::int64_t*,
+template bool max_pool_backward<double>(const PoolShape&, const double*, const std::int64_t*,
                                         double*, int);
 template void avg_pool_backward<float>(const PoolShape&, const AvgDivisor&, const float*, float*,
                                        int);
