@@ -5,6 +5,7 @@
 
 #include "../direct/direct.h"
 #include "../gemm/blocking.h"
+#include "../gemm/gemm.h"
 #include "../gemm/ukernel.h"
 #include "../scratch.h"
 #include "panel_runs.h"
@@ -26,20 +27,15 @@ struct Gemm {
 };
 
 /* ap[g][panel - first][p][r] <- weight[g*Kg + panel*MR + r][p], zero past Kg, for the
-   panels from `first` on */
+   panels from `first` on: the GEMM's packed A, a panel per task */
 template <typename T>
 void pack_weights(const ConvShape& s, const Gemm& gm, int mr, i64 first, const T* weight,
                   T* ap, int threads) {
     const i64 packed = ceil_div(gm.rows, mr) - first;
     parallel_for(s.groups * packed, threads, [&](i64 gp) {
-        const i64 g = gp / packed, panel = first + gp % packed;
-        T* dst = ap + gp * gm.depth * mr;
-        for (i64 p = 0; p < gm.depth; ++p) {
-            for (int r = 0; r < mr; ++r) {
-                const i64 row = panel * mr + r;
-                dst[p * mr + r] = row < gm.rows ? weight[(g * gm.rows + row) * gm.depth + p] : T(0);
-            }
-        }
+        const i64 g = gp / packed, row = (first + gp % packed) * mr;
+        pack_a_rows<T>({weight + g * gm.rows * gm.depth, gm.depth, 1}, row,
+                       std::min<i64>(mr, gm.rows - row), gm.depth, ap + gp * gm.depth * mr);
     });
 }
 
@@ -299,7 +295,7 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                             const T* a =
                                 a_rows ? wg + i * gm.depth + p0
                                        : ag + ((panel - first_packed) * gm.depth + p0) * uk.mr;
-                            T* tile = ws.tile.data() + (jp * panels + i / uk.mr) * uk.mr * uk.nr;
+                            T* tile = ws.tile.data() + (jp * panels + panel) * uk.mr * uk.nr;
                             const int mr_eff = int(std::min<i64>(uk.mr, gm.rows - i));
                             if (h0 >= 0) {
                                 compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,

@@ -30,7 +30,7 @@ void conv2d_1x1(const ConvShape& s, const T* x, const T* weight, const T* bias, 
     const i64 group_packed = (kg + mr - 1) / mr * mr * cg;
     T* packed = scratch<T>(ScratchSlot::packed_weights, s.groups * group_packed);
     parallel_for(s.groups, threads_for(s.k * cg, s.groups, nt), [&](i64 g) {
-        pack_a_whole<T>(kg, cg, {weight + g * kg * cg, cg, 1}, packed + g * group_packed);
+        pack_a_rows<T>({weight + g * kg * cg, cg, 1}, 0, kg, cg, packed + g * group_packed);
     });
     team(units, nt, [&](UnitQueue& q) {
         GemmWorkspace<T> ws;

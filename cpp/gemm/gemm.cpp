@@ -94,9 +94,8 @@ GemmWorkspace<T>::GemmWorkspace() : uk(gemm_ukernel<T>()) {
 }
 
 template <typename T>
-void pack_a_whole(i64 m, i64 k, MatView<T> a, T* ap) {
-    const int mr = gemm_ukernel<T>().mr;
-    pack_a(a, 0, m, 0, k, mr, ap);
+void pack_a_rows(MatView<T> a, i64 i0, i64 rows, i64 k, T* ap) {
+    pack_a(a, i0, rows, 0, k, gemm_ukernel<T>().mr, ap);
 }
 
 template <typename T>
@@ -223,7 +222,7 @@ void sum_in_order(const T* parts, i64 count, i64 size, T* out, bool accumulate, 
     template void gemm_block<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool,    \
                                 const T*, bool, i64, i64, i64, i64, GemmWorkspace<T>&,   \
                                 const T*);                                               \
-    template void pack_a_whole<T>(i64, i64, MatView<T>, T*);                             \
+    template void pack_a_rows<T>(MatView<T>, i64, i64, i64, T*);                        \
     template GemmSplit gemm_split<T>(i64, i64, int);                                     \
     template void gemm<T>(i64, i64, i64, MatView<T>, MatView<T>, T*, i64, bool, const T*, \
                           bool, int);                                                    \

@@ -42,7 +42,7 @@ void sum_in_order(const T* parts, std::int64_t count, std::int64_t size, T* out,
 // The pieces of gemm, for callers that run many products in one team of
 // threads: a thread's packing buffers, and one unit of work — columns
 // [j0, j0 + cols) and rows [i_begin, i_end) of c, every depth block.
-// a_packed: a packed whole by pack_a_whole (callers whose units share one a
+// a_packed: a packed whole by pack_a_rows (callers whose units share one a
 // pack it once), or nullptr to pack a block by block; i_begin is then a
 // multiple of MR.
 template <typename T>
@@ -58,10 +58,11 @@ void gemm_block(std::int64_t m, std::int64_t n, std::int64_t k, MatView<T> a, Ma
                 std::int64_t cols, std::int64_t i_begin, std::int64_t i_end,
                 GemmWorkspace<T>& ws, const T* a_packed = nullptr);
 
-// ap[panel][p][r] <- a[panel*MR + r][p] for the whole of a (m x k), zero
-// past row m: ceil(m / MR) * MR * k elements, the layout gemm_block reads.
+// ap[panel][p][r] <- a[i0 + panel*MR + r][p] for the rows [i0, i0 + rows) of a
+// and its whole depth k, zero past them: ceil(rows / MR) * MR * k elements,
+// the layout gemm_block reads as a_packed (and conv2d's GEMM its weights).
 template <typename T>
-void pack_a_whole(std::int64_t m, std::int64_t k, MatView<T> a, T* ap);
+void pack_a_rows(MatView<T> a, std::int64_t i0, std::int64_t rows, std::int64_t k, T* ap);
 
 // How gemm splits c: col_blocks blocks of cols_per_block columns (the last
 // one shorter; nearly equal blocks of at most Blocking<T>::nc), times

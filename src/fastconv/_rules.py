@@ -250,11 +250,10 @@ def _gemm_workspace(itemsize: int, mr: int, nr: int) -> int:
     return (b.mc // mr * mr * b.kc + b.kc * _cdiv(b.nc, nr) * nr + mr * nr) * itemsize
 
 
-def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int) -> int:
+def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int, nr: int) -> int:
     """cpp/gemm/gemm.cpp's gemm_split: column blocks x row groups."""
     b = _Blocking.of(itemsize)
     mc = b.mc // mr * mr
-    nr = _micro_tile(np.float32 if itemsize == 4 else np.float64)[1]
     cols_per_block = _cdiv(_cdiv(n, _cdiv(n, b.nc)), nr) * nr
     col_blocks, row_blocks = _cdiv(n, cols_per_block), _cdiv(m, mc)
     row_groups = min(row_blocks, _cdiv(2 * threads, col_blocks))
@@ -294,7 +293,7 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         elif kernel == "1x1":
             pixels = s.h * s.w
             out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * cg * item))
-            units = s.n * s.groups * _gemm_split_units(kg, pixels, threads, item, mr)
+            units = s.n * s.groups * _gemm_split_units(kg, pixels, threads, item, mr, nr)
             nt = _threads_for(s.n * s.k * cg * pixels, units, threads)
             per = _gemm_workspace(item, mr, nr)
             out.append((f"packing buffers ({nt} thread{'s' if nt > 1 else ''})", nt * per))

@@ -356,6 +356,18 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     first = [math.inf] * len(candidates)
     best = [math.inf] * len(candidates)
     timed = {}  # phase -> the candidates left after pruning
+
+    def one_round(alive, r):
+        """A sample of each of `alive`, interleaved, a different one first each round."""
+        shift = r % len(alive)
+        for i in alive[shift:] + alive[:shift]:
+            once = min(first[i], best[i])
+            inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
+            start = clock()
+            for _ in range(inner):
+                run(candidates[i][1])
+            best[i] = min(best[i], (clock() - start) / inner)
+
     for phase in (False, True):
         alive = timed[phase] = [i for i in range(len(candidates)) if blas[i] == phase]
         for i in alive:  # warm-up: JIT compiles, first-touch page faults
@@ -365,14 +377,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
         for r in range(ROUNDS):
             if not alive:  # every one pruned against the other phase's best
                 break
-            shift = r % len(alive)
-            for i in alive[shift:] + alive[:shift]:  # interleaved, a different one first
-                once = min(first[i], best[i])
-                inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
-                start = clock()
-                for _ in range(inner):
-                    run(candidates[i][1])
-                best[i] = min(best[i], (clock() - start) / inner)
+            one_round(alive, r)
             if r == PRUNE_AFTER - 1:  # against the best of both phases so far
                 fastest = min(best)
                 alive = timed[phase] = [i for i in alive if best[i] <= PRUNE * fastest]
@@ -384,13 +389,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     if blas[winner] and timed[False]:
         time.sleep(BLAS_SPIN)
         for r in range(ROUNDS):
-            shift = r % len(timed[False])
-            for i in timed[False][shift:] + timed[False][:shift]:
-                inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(best[i], 1e-9))))
-                start = clock()
-                for _ in range(inner):
-                    run(candidates[i][1])
-                best[i] = min(best[i], (clock() - start) / inner)
+            one_round(timed[False], r)
         winner = min(range(len(candidates)), key=best.__getitem__)
     return winner, {label: best[i] for i, (label, _) in enumerate(candidates)}
 
