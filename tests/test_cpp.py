@@ -69,6 +69,11 @@ CONV_CASES = [
     ((1, 2, 6, 139), (3, 2, 3, 3), 4, 0, 1, 1),      # stride 4: packed by whole vectors
     # padded: run on a zero-padded copy, every panel inside one row in place
     ((1, 3, 11, 37), (4, 3, 3, 5), (2, 1), ((2, 0), (1, 3)), 1, 1),
+    # the phased layout (phase planes of a padded copy, every panel in place):
+    # chosen for wide taps at stride 2 and for rows of 20; a batch in chunks
+    ((2, 3, 30, 30), (8, 3, 7, 7), 2, 3, 1, 1),
+    ((2, 5, 20, 20), (7, 5, 3, 3), 1, 1, 1, 1),
+    ((3, 64, 120, 120), (6, 64, 3, 3), 1, 1, 1, 1),
     # the GEMMs above have under 1024 columns (AVX2 reads the weights
     # unpacked); these over it pack them, in place and packed inputs
     ((2, 4, 24, 24), (13, 4, 3, 3), 1, 1, 1, 1),
@@ -86,10 +91,10 @@ def _conv_case(case, dtype, seed=0):
 
 
 def _kernels_for(x, w, kw):
-    """Every C++ conv2d kernel that can run this call."""
+    """Every C++ conv2d kernel that can run this call, and both layouts of the GEMM's."""
     spec = fc.explain("conv2d", x, w, **kw).spec
     pointwise = (spec.kh, spec.kw, spec.stride, spec.pads) == (1, 1, (1, 1), (0, 0, 0, 0))
-    return ["gemm", "direct"] + (["1x1"] if pointwise else [])
+    return ["gemm", "gemm-runs", "gemm-phased", "direct"] + (["1x1"] if pointwise else [])
 
 
 def _cpp_conv2d(x, w, b, kw, kernel, threads, relu=False):
@@ -127,6 +132,33 @@ def test_auto_picks_the_kernel_by_shape():
     assert kernel((1, 32, 8, 8), (64, 32, 1, 1)) == "1x1"
     assert kernel((1, 32, 8, 8), (64, 32, 1, 1), stride=2) == "gemm"
     assert kernel((1, 32, 8, 8), (64, 32, 3, 3), padding=1) == "gemm"
+
+
+def test_the_gemm_layouts_sum_alike_and_the_rule_picks_by_shape(isa):
+    def layout(xs, ws, stride, padding):
+        x, w, _, kw = _conv_case((xs, ws, stride, padding, 1, 1), np.float32)
+        spec = fc.explain("conv2d", x, w, **kw).spec
+        got = {k: _cpp_conv2d(x, w, None, kw, k, threads=2) for k in ("gemm-runs", "gemm-phased")}
+        # the same products summed in the same order, whichever way B is read
+        assert got["gemm-runs"].tobytes() == got["gemm-phased"].tobytes()
+        return _cpp.conv2d_gemm_input((spec.h, spec.w), spec.n, spec.c, spec.k,
+                                      (spec.kh, spec.kw), spec.stride, (padding, padding),
+                                      spec.dilation, 1, (spec.oh, spec.ow), "float32")
+
+    stem = layout((2, 3, 64, 64), (16, 3, 7, 7), 2, 3)
+    rows_of_28 = layout((2, 8, 28, 28), (16, 8, 3, 3), 1, 1)
+    rows_of_32 = layout((2, 8, 32, 32), (16, 8, 3, 3), 1, 1)
+    downsample = layout((2, 8, 28, 28), (16, 8, 3, 3), 2, 1)
+    if _cpp.isa_path() == "generic":  # no in-place micro-kernel: the runs layout only
+        assert {stem["layout"], rows_of_28["layout"]} == {"runs"}
+        return
+    assert stem["layout"] == rows_of_28["layout"] == "phased"
+    assert rows_of_32["layout"] == downsample["layout"] == "runs"
+    # the phased copy: per image 3 channels of 2 x 2 phase planes of 35 x 35
+    # (a 70 x 70 padded image), and a few zeros past it; 32 columns per output row
+    assert 2 * 3 * 4 * 35 * 35 <= stem["copy_elements"] < 2 * 3 * 4 * 35 * 35 + 3 * 35
+    assert stem["columns"] == 2 * 32 * 35
+    assert downsample["copy_elements"] == 0
 
 
 @contextlib.contextmanager

@@ -50,8 +50,13 @@ void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<car
     require(threads >= 1, "threads must be >= 1");
     const bool pointwise = s.kh == 1 && s.kw == 1 && s.sh == 1 && s.sw == 1 && s.pad_top == 0 &&
                            s.pad_left == 0 && s.oh == s.h && s.ow == s.w;
-    require(kernel == "gemm" || kernel == "direct" || (kernel == "1x1" && pointwise),
-            "kernel must be gemm, direct, or 1x1 (for a 1x1 kernel, stride 1, no padding)");
+    const bool gemm = kernel == "gemm" || kernel == "gemm-runs" || kernel == "gemm-phased";
+    require(gemm || kernel == "direct" || (kernel == "1x1" && pointwise),
+            "kernel must be gemm (gemm-runs, gemm-phased: its layouts), direct, or 1x1 (for a "
+            "1x1 kernel, stride 1, no padding)");
+    const GemmLayout layout = kernel == "gemm-runs"     ? GemmLayout::runs
+                              : kernel == "gemm-phased" ? GemmLayout::phased
+                                                        : GemmLayout::choose;
     const T* b = bias ? bias->data() : nullptr;
     T* o = out.mutable_data();
     py::gil_scoped_release release;
@@ -60,7 +65,27 @@ void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<car
     else if (kernel == "1x1")
         conv2d_1x1<T>(s, x.data(), weight.data(), b, o, relu, threads);
     else
-        conv2d_gemm<T>(s, x.data(), weight.data(), b, o, relu, threads);
+        conv2d_gemm<T>(s, x.data(), weight.data(), b, o, relu, threads, layout);
+}
+
+// conv2d_gemm_input for a shape (validated by the caller) and dtype.
+py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
+                    Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
+                    const std::string& dtype, const std::string& layout) {
+    const ConvShape s{n, c, hw[0], hw[1], k, kernel[0], kernel[1], stride[0], stride[1],
+                      pad[0], pad[1], dilation[0], dilation[1], groups, out_size[0],
+                      out_size[1]};
+    require(dtype == "float32" || dtype == "float64", "dtype must be float32 or float64");
+    const GemmLayout pin = layout == "runs"     ? GemmLayout::runs
+                           : layout == "phased" ? GemmLayout::phased
+                                                : GemmLayout::choose;
+    const GemmInput in = dtype == "float32" ? conv2d_gemm_input<float>(s, pin)
+                                            : conv2d_gemm_input<double>(s, pin);
+    py::dict d;
+    d["layout"] = in.layout == GemmLayout::phased ? "phased" : "runs";
+    d["copy_elements"] = in.copy_elements;
+    d["columns"] = in.columns;
+    return d;
 }
 
 template <typename T>
@@ -114,7 +139,8 @@ void def_conv(py::module_& m) {
           py::arg("pad_top_left"), py::arg("dilation"), py::arg("groups"), py::arg("relu"),
           py::arg("threads"), py::arg("kernel") = "gemm",
           "out (N, K, OH, OW) <- relu?(conv(x, weight) + bias), zero padding (top, left) "
-          "implied by the output size. kernel: gemm (implicit im2col), direct, or 1x1.");
+          "implied by the output size. kernel: gemm (implicit im2col; gemm-runs and gemm-phased "
+          "pin its layout), direct, or 1x1.");
     m.def("conv2d_backward", &conv2d_backward<T>, py::arg("grad_out").noconvert(),
           py::arg("x").noconvert(), py::arg("weight").noconvert(),
           py::arg("grad_input").noconvert(), py::arg("grad_weight").noconvert(),
@@ -134,6 +160,12 @@ void def_conv(py::module_& m) {
 }  // namespace
 
 void register_conv(py::module_& m) {
+    m.def("conv2d_gemm_input", &gemm_input, py::arg("hw"), py::arg("n"), py::arg("c"),
+          py::arg("k"), py::arg("kernel"), py::arg("stride"), py::arg("pad_top_left"),
+          py::arg("dilation"), py::arg("groups"), py::arg("out_size"), py::arg("dtype"),
+          py::arg("layout") = "",
+          "How conv2d's gemm kernel reads its input: {layout: runs or phased, "
+          "copy_elements: of the copy it keeps (0: none), columns: of each GEMM}.");
     def_conv<float>(m);
     def_conv<double>(m);
 }

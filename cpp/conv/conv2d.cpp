@@ -51,6 +51,7 @@ struct PanelRuns {
     std::vector<Run> runs;
     std::vector<int> start;
     std::vector<i64> in_place;  // 2 per panel
+    std::vector<i64> out_at;    // tile_start of each panel
 };
 
 // Where half h (NR/2 columns from panel column `first`) of a panel reads x in
@@ -110,51 +111,154 @@ struct Workspace {
     std::vector<T> tile;
 };
 
-// Columns [j0, j0 + nr_eff) of the output, rows [i0, i0 + mr_eff) of group g.
-// kernel(c, ldc, accumulate, bias, relu) runs the micro-kernel on the tile.
-// A tile that does not map onto the output (edge or image-crossing) sums its
-// depth blocks in `tile` (MR x NR, kept by the caller from one depth block to
-// the next) and is written out after the last one.
+// Where the GEMM's column j goes in the output: image j / per_image, row
+// (j % per_image) / pitch, column (j % per_image) % pitch; dropped when that
+// row or column is past the output's (the phased layout's extra columns).
+struct OutputColumns {
+    i64 per_image, pitch;
+};
+
+// Where the tile of columns [j0, j0 + NR) starts in the output, for the
+// images' first filter, when those columns are NR consecutive pixels of one
+// image; else -1 (an edge, image-crossing or dropped column).
+i64 tile_start(const ConvShape& s, const OutputColumns& oc, int nr, i64 j0, i64 je) {
+    const i64 n = j0 / oc.per_image, col = j0 % oc.per_image;
+    const i64 oh = col / oc.pitch, ow = col % oc.pitch;
+    const bool maps = j0 + nr <= je && (oc.pitch == s.ow ? col + nr <= s.oh * s.ow
+                                                          : oh < s.oh && ow + nr <= s.ow);
+    return maps ? n * s.k * s.oh * s.ow + oh * s.ow + ow : -1;
+}
+
+// Columns [j0, j0 + nr_eff) of the GEMM, rows [i0, i0 + mr_eff) of group g;
+// `at`: tile_start of the columns. kernel(c, ldc, accumulate, bias, relu)
+// runs the micro-kernel on the tile. A tile that does not map onto the output
+// sums its depth blocks in `tile` (MR x NR, kept by the caller from one depth
+// block to the next) and is written out after the last one.
 template <typename T, typename Kernel>
-void compute_tile(const ConvShape& s, const UKernel<T>& uk, Kernel kernel, i64 g, i64 i0,
-                  int mr_eff, i64 j0, int nr_eff, bool accumulate, bool last,
-                  const T* bias, bool relu, T* out, T* tile) {
+void compute_tile(const ConvShape& s, const OutputColumns& oc, const UKernel<T>& uk,
+                  Kernel kernel, i64 g, i64 i0, int mr_eff, i64 j0, int nr_eff, i64 at,
+                  bool accumulate, bool last, const T* bias, bool relu, T* out, T* tile) {
     const i64 pixels = s.oh * s.ow;
     const i64 k0 = g * (s.k / s.groups) + i0;
-    i64 n = j0 / pixels, pix = j0 % pixels;
     const T* tile_bias = last && bias ? bias + k0 : nullptr;
     const bool tile_relu = last && relu;
-    if (mr_eff == uk.mr && nr_eff == uk.nr && pix + uk.nr <= pixels) {
-        kernel(out + (n * s.k + k0) * pixels + pix, pixels, accumulate, tile_bias, tile_relu);
+    if (mr_eff == uk.mr && at >= 0) {
+        kernel(out + at + k0 * pixels, pixels, accumulate, tile_bias, tile_relu);
         return;
     }
     kernel(tile, uk.nr, accumulate, nullptr, false);
     if (!last) return;
-    for (int t = 0; t < nr_eff; ++t) {
-        T* col = out + (n * s.k + k0) * pixels + pix;
-        for (int i = 0; i < mr_eff; ++i) {
-            T& dst = col[i * pixels];
-            T v = tile[i * uk.nr + t];
-            if (tile_bias) v += tile_bias[i];
-            if (tile_relu && v < T(0)) v = T(0);
-            dst = v;
+    // runs of columns that are consecutive pixels of one image, row by row of the tile
+    const bool rows_join = oc.pitch == s.ow;  // a run goes on to the next output row
+    i64 n = j0 / oc.per_image, col = j0 % oc.per_image;
+    for (int t = 0; t < nr_eff;) {
+        const i64 oh = col / oc.pitch, ow = col % oc.pitch;
+        i64 len = std::min<i64>(nr_eff - t, oc.per_image - col);
+        if (oh >= s.oh || ow >= s.ow) {  // dropped: up to the next output row
+            len = std::min(len, oc.pitch - ow);
+        } else {
+            len = std::min(len, rows_join ? pixels - col : s.ow - ow);
+            T* dst = out + (n * s.k + k0) * pixels + oh * s.ow + ow;
+            for (int i = 0; i < mr_eff; ++i) {
+                const T* src = tile + i * uk.nr + t;
+                for (i64 u = 0; u < len; ++u) {
+                    T v = src[u];
+                    if (tile_bias) v += tile_bias[i];
+                    dst[i * pixels + u] = tile_relu && v < T(0) ? T(0) : v;
+                }
+            }
         }
-        if (++pix == pixels) pix = 0, ++n;
+        t += int(len);
+        if ((col += len) == oc.per_image) col = 0, ++n;
     }
+}
+
+// The phased layout of conv2d's GEMM. The input is copied, zero-padded, into
+// sh x sw phase planes per channel: plane (a, b) holds the padded rows a,
+// a + sh, ... and columns b, b + sw, ..., `pitch` columns each. Column j of an
+// image's GEMM is output row j / pitch, column j % pitch, and tap
+// (c, kh, kw) of every column reads the copy at j plus one offset per tap:
+// every micro-panel is read in place, at any stride. The columns from OW to
+// `pitch` (and past OH * pitch, up to a multiple of NR) are computed and
+// dropped.
+struct Phased {
+    i64 sh, sw;   // phases: the strides
+    i64 rows;     // of a phase plane
+    i64 pitch;    // row length of a phase plane, GEMM columns per output row
+    i64 channel;  // sh * sw * rows * pitch: one channel of the copy
+    i64 cols;     // GEMM columns per image: OH * pitch, rounded up to NR
+};
+
+// `split`: phases at the strides; else one plane, the zero-padded input.
+Phased phased_layout(const ConvShape& s, int nr, bool split) {
+    const i64 padded_h = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
+    const i64 padded_w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+    const i64 sh = split ? s.sh : 1, sw = split ? s.sw : 1;
+    Phased f{sh, sw, ceil_div(padded_h, sh), ceil_div(padded_w, sw), 0, 0};
+    f.channel = f.sh * f.sw * f.rows * f.pitch;
+    f.cols = ceil_div(s.oh * f.pitch, nr) * nr;
+    return f;
+}
+
+// Where tap p = (c*KH + kh)*KW + kw of a GEMM column reads, from the column's
+// own position (runs layout: in x, from the tap (0, 0, 0); phased: in the copy).
+std::vector<std::ptrdiff_t> tap_offsets(const ConvShape& s, const Phased* f, i64 depth) {
+    std::vector<std::ptrdiff_t> off(depth);
+    for (i64 p = 0; p < depth; ++p) {
+        const i64 c = p / (s.kh * s.kw), dy = p / s.kw % s.kh * s.dh, dx = p % s.kw * s.dw;
+        off[p] = f ? c * f->channel + ((dy % f->sh) * f->sw + dx % f->sw) * f->rows * f->pitch +
+                         dy / f->sh * f->pitch + dx / f->sw
+                   : (c * s.h + dy) * s.w + dx;
+    }
+    return off;
+}
+
+// copy[plane (a, b), row i, column j] <- the padded input at row i*sh + a,
+// column j*sw + b, for `images` images from x; zero outside the input.
+template <typename T>
+void copy_phased(const ConvShape& s, const Phased& f, const T* x, i64 images, T* copy,
+                 int threads) {
+    const i64 padded_w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
+    const i64 col_end = std::min(padded_w, s.w + s.pad_left);  // padded columns of x end here
+    parallel_for(images * s.c, threads_for(images * s.c * f.channel, images * s.c, threads),
+                 [&](i64 plane) {
+        const T* src = x + plane * s.h * s.w;
+        T* dst = copy + plane * f.channel;
+        for (i64 a = 0; a < f.sh; ++a)
+            for (i64 b = 0; b < f.sw; ++b)
+                for (i64 i = 0; i < f.rows; ++i, dst += f.pitch) {
+                    const i64 ih = i * f.sh + a - s.pad_top;
+                    if (ih < 0 || ih >= s.h) {
+                        std::fill(dst, dst + f.pitch, T(0));
+                        continue;
+                    }
+                    // columns [lo, hi) of the plane's row are inside x
+                    const i64 lo = std::min(f.pitch, std::max<i64>(0, ceil_div(s.pad_left - b, f.sw)));
+                    const i64 hi = std::max(lo, std::min(f.pitch, ceil_div(col_end - b, f.sw)));
+                    const T* row = src + ih * s.w;
+                    const i64 first = b - s.pad_left;  // x's column of the plane's column 0
+                    std::fill(dst, dst + lo, T(0));
+                    if (f.sw == 1)
+                        std::copy(row + lo + first, row + hi + first, dst + lo);
+                    else
+                        for (i64 j = lo; j < hi; ++j) dst[j] = row[j * f.sw + first];
+                    std::fill(dst + hi, dst + f.pitch, T(0));
+                }
+    });
 }
 
 template <typename T>
 void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
-                   bool relu, int threads);
+                   bool relu, int threads, const Phased* phased);
 
 // Below this many GEMM columns (N*OH*OW) the micro-kernel reads the weights
 // unpacked (see conv2d_packed).
 constexpr std::int64_t kReadWeightsBelowColumns = 1024;
 
-// Whether a zero-padded copy of the input pays: at stride 1 along rows, a
-// micro-panel half that stays inside one output row is read in place only
-// when none of its taps falls in the padding; on the copy none does. Rows of
-// at least two half-panels, so that most halves stay inside a row.
+// Whether a zero-padded copy of the input pays in the runs layout: at stride
+// 1 along rows, a micro-panel half that stays inside one output row is read
+// in place only when none of its taps falls in the padding; on the copy none
+// does. Rows of at least two half-panels, so that most halves stay inside a row.
 template <typename T>
 bool pad_a_copy_first(const ConvShape& s) {
     const UKernel<T> uk = gemm_ukernel<T>();
@@ -162,63 +266,126 @@ bool pad_a_copy_first(const ConvShape& s) {
            s.ow >= uk.nr;
 }
 
-/* The convolution on zero-padded copies of chunks of images (a bounded
-   buffer, kept by the thread), run without padding: exactly the rows and
-   columns the taps reach. */
-template <typename T>
-void conv2d_on_padded_copies(const ConvShape& s, const T* x, const T* weight, const T* bias,
-                             T* out, bool relu, int threads) {
-    ConvShape p = s;
-    p.h = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1;
-    p.w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
-    p.pad_top = p.pad_left = 0;
+// Whether the phased layout is the faster one. Measured against the runs
+// layout (float32, 2 threads), it computes at most 12% extra columns and
+//  - at stride 1 along rows, the runs layout's rows are long enough to be read
+//    in place but not whole half-panels, so that some panels are packed:
+//    1.03-1.15x on 20-, 28-, 36- and 100-wide rows, even on 58; at 56 and
+//    224 (whole half-panels) 0.98x, at 13 and 14 (all packed) 0.7-0.9x.
+//  - strided along rows, the taps span more than two strides (resnet_stem's
+//    7 at 2: 1.04-1.35x; alexnet_c1's 11 at 4: 1.02-1.07x); 3x3 and 1x1 at
+//    stride 2 ran 0.92x and 0.65x (its copy costs as much as its GEMM).
+bool phased_pays(const ConvShape& s, int nr) {
+    const Phased f = phased_layout(s, nr, true);
+    if (s.n * f.cols * 100 > s.n * s.oh * s.ow * 112) return false;
+    if (s.sw == 1) return s.ow >= nr && s.ow % (nr / 2) != 0;
+    return (s.kw - 1) * s.dw + 1 > 2 * s.sw;
+}
+
+// The copies the convolution runs on: chunks of `chunk` images, `per_image`
+// elements each, and `tail` zeros after the last, which the phased layout's
+// dropped columns read past it.
+struct CopyPlan {
+    Phased f;
+    i64 per_image, chunk, tail;
+};
+
+CopyPlan copy_plan(const ConvShape& s, int nr, bool phased, i64 item_size) {
     constexpr i64 kBudgetBytes = 8 << 20;
-    const i64 per_image = std::max<i64>(1, s.c * p.h * p.w);
-    const i64 chunk = std::max<i64>(1, std::min(s.n, kBudgetBytes / (per_image * i64(sizeof(T)))));
-    T* padded = scratch<T>(ScratchSlot::padded_conv_input, chunk * per_image);
-    for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
-        p.n = std::min(chunk, s.n - n0);
-        parallel_for(p.n * s.c, threads_for(p.n * per_image, p.n * s.c, threads), [&](i64 plane) {
-            const T* src = x + (n0 * s.c + plane) * s.h * s.w;
-            T* dst = padded + plane * p.h * p.w;
-            for (i64 r = 0; r < p.h; ++r, dst += p.w) {
-                const i64 ih = r - s.pad_top;
-                if (ih < 0 || ih >= s.h) {
-                    std::fill(dst, dst + p.w, T(0));
-                    continue;
-                }
-                // columns [lo, hi) of the copy are input columns lo - pad_left ...
-                const i64 lo = std::min(p.w, s.pad_left);
-                const i64 hi = std::max(lo, std::min(p.w, s.w + s.pad_left));
-                std::fill(dst, dst + lo, T(0));
-                std::copy(src + ih * s.w + lo - s.pad_left, src + ih * s.w + hi - s.pad_left,
-                          dst + lo);
-                std::fill(dst + hi, dst + p.w, T(0));
-            }
-        });
-        conv2d_packed(p, padded, weight, bias, out + n0 * s.k * s.oh * s.ow, relu, threads);
+    CopyPlan c{phased_layout(s, nr, phased), 0, 0, 0};
+    c.per_image = s.c * c.f.channel;
+    c.chunk = std::max<i64>(1, std::min(s.n, kBudgetBytes / (c.per_image * item_size)));
+    if (phased) {
+        const std::vector<std::ptrdiff_t> off = tap_offsets(s, &c.f, s.c / s.groups * s.kh * s.kw);
+        const i64 last_read = (c.chunk - 1) * c.per_image +
+                              (s.groups - 1) * (s.c / s.groups) * c.f.channel + c.f.cols - 1 +
+                              *std::max_element(off.begin(), off.end());
+        c.tail = std::max<i64>(0, last_read + 1 - c.chunk * c.per_image);
     }
+    return c;
+}
+
+/* The convolution on copies of chunks of images (a bounded buffer, kept by
+   the thread): zero-padded and run without padding in the runs layout, or in
+   phase planes in the phased layout. The last chunk's dropped columns may
+   read the images of the chunk before it: they are dropped. */
+template <typename T>
+void conv2d_on_copies(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
+                      bool relu, int threads, bool phased) {
+    const CopyPlan c = copy_plan(s, gemm_ukernel<T>().nr, phased, sizeof(T));
+    ConvShape p = s;  // the runs layout reads the copy as an unpadded input
+    if (!phased) {
+        p.h = c.f.rows;
+        p.w = c.f.pitch;
+        p.pad_top = p.pad_left = 0;
+    }
+    T* copy = scratch<T>(ScratchSlot::padded_conv_input, c.chunk * c.per_image + c.tail);
+    std::fill(copy + c.chunk * c.per_image, copy + c.chunk * c.per_image + c.tail, T(0));
+    for (i64 n0 = 0; n0 < s.n; n0 += c.chunk) {
+        p.n = std::min(c.chunk, s.n - n0);
+        copy_phased(s, c.f, x + n0 * s.c * s.h * s.w, p.n, copy, threads);
+        conv2d_packed(p, copy, weight, bias, out + n0 * s.k * s.oh * s.ow, relu, threads,
+                      phased ? &c.f : nullptr);
+    }
+}
+
+template <typename T>
+GemmLayout resolve(const ConvShape& s, GemmLayout layout) {
+    const UKernel<T> uk = gemm_ukernel<T>();
+    if (uk.in_place == nullptr) return GemmLayout::runs;  // the phased layout reads in place
+    if (layout == GemmLayout::choose)
+        return phased_pays(s, uk.nr) ? GemmLayout::phased : GemmLayout::runs;
+    return layout;
 }
 
 }  // namespace
 
 template <typename T>
+GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout) {
+    layout = resolve<T>(s, layout);
+    const bool phased = layout == GemmLayout::phased;
+    if (!phased && !pad_a_copy_first<T>(s)) return {layout, 0, s.n * s.oh * s.ow};
+    const CopyPlan c = copy_plan(s, gemm_ukernel<T>().nr, phased, sizeof(T));
+    return {layout, c.chunk * c.per_image + c.tail,
+            c.chunk * (phased ? c.f.cols : s.oh * s.ow)};
+}
+
+template <typename T>
 void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
-                 bool relu, int threads) {
-    if (pad_a_copy_first<T>(s)) {
-        conv2d_on_padded_copies(s, x, weight, bias, out, relu, threads);
-        return;
-    }
-    conv2d_packed(s, x, weight, bias, out, relu, threads);
+                 bool relu, int threads, GemmLayout layout) {
+    layout = resolve<T>(s, layout);
+    if (layout == GemmLayout::phased)
+        conv2d_on_copies(s, x, weight, bias, out, relu, threads, true);
+    else if (pad_a_copy_first<T>(s))
+        conv2d_on_copies(s, x, weight, bias, out, relu, threads, false);
+    else
+        conv2d_packed(s, x, weight, bias, out, relu, threads, nullptr);
 }
 
 namespace {
 
+// The in-place sources of the micro-panels of columns [jb, je) in the phased
+// layout: each half NR/2 columns of one image's copy.
+void phased_panels(const Phased& f, i64 per_image, i64 jb, i64 je, int nr, i64 group_offset,
+                   PanelRuns& pr) {
+    pr.runs.clear();
+    pr.start.assign(1, 0);
+    pr.in_place.clear();
+    for (i64 j0 = jb; j0 < je; j0 += nr) {
+        const i64 at = j0 / f.cols * per_image + j0 % f.cols + group_offset;
+        pr.in_place.push_back(at);
+        pr.in_place.push_back(at + nr / 2);
+        pr.start.push_back(0);
+    }
+}
+
 template <typename T>
 void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
-                   bool relu, int threads) {
+                   bool relu, int threads, const Phased* phased) {
     const UKernel<T> uk = gemm_ukernel<T>();
-    const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * s.oh * s.ow};
+    const OutputColumns oc = phased ? OutputColumns{phased->cols, phased->pitch}
+                                    : OutputColumns{s.oh * s.ow, s.ow};
+    const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * oc.per_image};
     const i64 panels = ceil_div(gm.rows, uk.mr);
     threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
     // With few columns, the micro-kernel reads whole panels of MR filters from
@@ -237,41 +404,48 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                        std::max<i64>(1, s.groups * packed_panels * uk.mr * gm.depth));
     pack_weights(s, gm, uk.mr, first_packed, weight, ap, threads);
 
-    // Work units: (group, block of output columns). Enough of them to feed
-    // every thread; each unit owns its output tiles, so the sums never depend
-    // on the split.
+    // Work units: (group, block of output columns), blocks of nearly equal
+    // numbers of micro-panels, enough of them to feed every thread; each unit
+    // owns its output tiles, so the sums never depend on the split.
     using B = Blocking<T>;
+    const i64 col_panels_all = ceil_div(gm.cols, uk.nr);
     i64 blocks = std::max(ceil_div(gm.cols, B::nc), ceil_div(threads, s.groups));
     if (s.groups == 1) blocks = ceil_div(blocks, threads) * threads;
-    const i64 block_cols = ceil_div(ceil_div(gm.cols, blocks), uk.nr) * uk.nr;
-    blocks = ceil_div(gm.cols, block_cols);
+    blocks = std::min(blocks, col_panels_all);
+    const i64 block_cols = ceil_div(col_panels_all, blocks) * uk.nr;  // the widest
     const i64 units = s.groups * blocks;
     const i64 mc = B::mc / uk.mr * uk.mr;
     // depth blocks of (nearly) equal size, so that none is a short tail
     const i64 kc_max = ceil_div(gm.depth, ceil_div(gm.depth, B::kc));
-    // Panels whose halves are runs inside one input row are read in place
-    // (no packing); offsets[p]: where tap p = (c*KH + kh)*KW + kw reads, from
-    // the tap (0, 0, 0) of the same output pixel.
-    const bool in_place = uk.in_place != nullptr && s.sw == 1;
-    std::vector<std::ptrdiff_t> offsets(in_place ? gm.depth : 0);
-    for (i64 p = 0; p < i64(offsets.size()); ++p)
-        offsets[p] = (p / (s.kh * s.kw) * s.h + p / s.kw % s.kh * s.dh) * s.w + p % s.kw * s.dw;
+    // In the runs layout, panels whose halves are runs inside one input row
+    // are read in place (no packing); in the phased layout, all of them.
+    const bool in_place = uk.in_place != nullptr && (phased || s.sw == 1);
+    const std::vector<std::ptrdiff_t> offsets =
+        in_place ? tap_offsets(s, phased, gm.depth) : std::vector<std::ptrdiff_t>();
+    const i64 image_size = phased ? s.c * phased->channel : s.c * s.h * s.w;
+    const i64 channel_size = phased ? phased->channel : s.h * s.w;
 
     const auto pack_input = direct_kernels<T>().pack_input;
     team(units, threads, [&](UnitQueue& q) {
         Workspace<T> ws;
-        ws.bp.resize(B::kc * block_cols);
+        ws.bp.resize(phased ? 0 : B::kc * block_cols);
         // an edge tile per (column panel, MR rows) of the unit, kept across depth blocks
         ws.tile.resize(ceil_div(block_cols, uk.nr) * panels * uk.mr * uk.nr);
         for (i64 unit; claim(q, unit);) {
-            const i64 g = unit / blocks;
-            const i64 jb = (unit % blocks) * block_cols;
-            const i64 je = std::min(jb + block_cols, gm.cols);
+            const i64 g = unit / blocks, block = unit % blocks;
+            const i64 jb = block * col_panels_all / blocks * uk.nr;
+            const i64 je = std::min((block + 1) * col_panels_all / blocks * uk.nr, gm.cols);
             const i64 col_panels = ceil_div(je - jb, uk.nr);
-            const i64 group_offset = g * (s.c / s.groups) * s.h * s.w;
+            const i64 group_offset = g * (s.c / s.groups) * channel_size;
             const T* ag = ap + g * packed_panels * uk.mr * gm.depth;
             const T* wg = weight + g * gm.rows * gm.depth;
-            runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
+            if (phased)
+                phased_panels(*phased, image_size, jb, je, uk.nr, group_offset, ws.runs);
+            else
+                runs_of_panels(s, jb, je, uk.nr, group_offset, in_place, ws.runs);
+            ws.runs.out_at.clear();
+            for (i64 j0 = jb; j0 < je; j0 += uk.nr)
+                ws.runs.out_at.push_back(tile_start(s, oc, uk.nr, j0, je));
             const bool packed_panels = std::count(ws.runs.in_place.begin(),
                                                   ws.runs.in_place.end(), -1) > 0;
             for (i64 p0 = 0; p0 < gm.depth; p0 += kc_max) {            // depth blocks: pack B
@@ -298,24 +472,24 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                             T* tile = ws.tile.data() + (jp * panels + panel) * uk.mr * uk.nr;
                             const int mr_eff = int(std::min<i64>(uk.mr, gm.rows - i));
                             if (h0 >= 0) {
-                                compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
-                                                        bool re) {
+                                compute_tile(s, oc, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
+                                                            bool re) {
                                     if (a_rows)
                                         uk.rows_in_place(kc, a, gm.depth, x + h0, x + h1,
                                                          offsets.data() + p0, c, ldc, acc, bi, re);
                                     else
                                         uk.in_place(kc, a, x + h0, x + h1, offsets.data() + p0,
                                                     c, ldc, acc, bi, re);
-                                }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
+                                }, g, i, mr_eff, j0, nr_eff, ws.runs.out_at[jp], accumulate, last, bias, relu, out,
                                              tile);
                             } else {
-                                compute_tile(s, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
-                                                        bool re) {
+                                compute_tile(s, oc, uk, [&](T* c, i64 ldc, bool acc, const T* bi,
+                                                            bool re) {
                                     if (a_rows)
                                         uk.rows(kc, a, gm.depth, b, c, ldc, acc, bi, re);
                                     else
                                         uk.fn(kc, a, b, c, ldc, acc, bi, re);
-                                }, g, i, mr_eff, j0, nr_eff, accumulate, last, bias, relu, out,
+                                }, g, i, mr_eff, j0, nr_eff, ws.runs.out_at[jp], accumulate, last, bias, relu, out,
                                              tile);
                             }
                         }
@@ -329,8 +503,10 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
 }  // namespace
 
 template void conv2d_gemm<float>(const ConvShape&, const float*, const float*, const float*,
-                                 float*, bool, int);
+                                 float*, bool, int, GemmLayout);
 template void conv2d_gemm<double>(const ConvShape&, const double*, const double*,
-                                  const double*, double*, bool, int);
+                                  const double*, double*, bool, int, GemmLayout);
+template GemmInput conv2d_gemm_input<float>(const ConvShape&, GemmLayout);
+template GemmInput conv2d_gemm_input<double>(const ConvShape&, GemmLayout);
 
 }  // namespace fastconv

@@ -17,12 +17,28 @@ struct ConvShape {
     std::int64_t oh, ow;        // output
 };
 
+// How the GEMM reads the input (see conv2d.cpp): runs of input rows, read in
+// place where they fit a micro-panel and packed elsewhere; or phase planes of
+// a padded copy, all read in place, with a few extra columns computed and
+// dropped. `choose` picks by the shape.
+enum class GemmLayout { choose, runs, phased };
+
 // out (N, K, OH, OW) <- relu?(weight (K, C/groups, KH, KW) * x (N, C, H, W) + bias (K) or 0).
 // All arrays C-contiguous; bias may be null. Uses `threads` threads; the result
 // does not depend on their number.
+// What conv2d_gemm does with the input for shape s: its layout, the elements
+// of the copy of (chunks of) it that the calling thread keeps (0 when it reads
+// x itself), and the columns of each GEMM it runs (one per chunk).
+struct GemmInput {
+    GemmLayout layout;
+    std::int64_t copy_elements, columns;
+};
+template <typename T>
+GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout = GemmLayout::choose);
+
 template <typename T>
 void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
-                 bool relu, int threads);
+                 bool relu, int threads, GemmLayout layout = GemmLayout::choose);
 
 }  // namespace fastconv
 

@@ -201,9 +201,15 @@ def _threads_for(work: int, units: int, threads: int) -> int:
     return max(1, min(work >> 16, units, threads))
 
 
+def _extension():
+    """The C++ extension module, or None when it is not built."""
+    if _CPP[0] is None:
+        _CPP[0] = CppBackend().module
+    return _CPP[0]
+
+
 def _generic_path() -> bool:
-    module = CppBackend().module if _CPP[0] is None else _CPP[0]
-    _CPP[0] = module
+    module = _extension()
     return module is not None and module.isa_path() == "generic"
 
 
@@ -261,6 +267,22 @@ def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int, nr: 
     return col_blocks * _cdiv(m, rows_per_group)
 
 
+def _gemm_input(s) -> tuple[str, int, int]:
+    """cpp conv2d's GEMM layout for s ("runs" or "phased"), the elements of its
+    input copy (0: none) and the columns of each GEMM: the extension's own
+    rule (cpp/conv/conv2d.cpp), or no copy when it is not built."""
+    module = _extension()
+    if module is None:
+        return "runs", 0, s.n * s.oh * s.ow
+    top, bottom, left, right = s.pads
+    hw = (s.h, s.w)
+    if s.padding_mode != "zeros":  # the kernel gets a padded copy (CppBackend._zero_padded)
+        hw, top, left = (s.h + top + bottom, s.w + left + right), 0, 0
+    d = module.conv2d_gemm_input(hw, s.n, s.c, s.k, (s.kh, s.kw), s.stride, (top, left),
+                                 s.dilation, s.groups, (s.oh, s.ow), np.dtype(s.dtype).name)
+    return d["layout"], d["copy_elements"], d["columns"]
+
+
 def _padded(s) -> int:
     """Elements of the padded copy of the input (N, C, H + top + bottom, W + left + right)."""
     top, bottom, left, right = s.pads
@@ -277,7 +299,11 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         cg, kg = s.c // s.groups, s.k // s.groups
         if kernel == "gemm":
             b = _Blocking.of(item)
-            depth, cols = cg * s.kh * s.kw, s.n * s.oh * s.ow
+            depth = cg * s.kh * s.kw
+            layout, copy, cols = _gemm_input(s)
+            if copy:
+                what = "phase planes of" if layout == "phased" else "chunks of"
+                out.append((f"{what} a zero-padded input copy ({layout} layout)", copy * item))
             packed = _packed_filter_panels(kg, mr, cols)
             if packed:
                 out.append(("packed weights", s.groups * packed * mr * depth * item))
@@ -286,10 +312,15 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
             if s.groups == 1:
                 blocks = _cdiv(blocks, nt) * nt
             block_cols = _cdiv(_cdiv(cols, blocks), nr) * nr
-            # a B block, and an edge tile per (column panel, MR filters) of a unit
-            per = (b.kc * block_cols + _cdiv(block_cols, nr) * _cdiv(kg, mr) * mr * nr) * item
-            out.append((f"B blocks ({nt} thread{'s' if nt > 1 else ''} x KC {b.kc} x "
-                        f"{block_cols} columns)", nt * per))
+            # a B block (the runs layout packs), and an edge tile per (column
+            # panel, MR filters) of a unit
+            tiles = _cdiv(block_cols, nr) * _cdiv(kg, mr) * mr * nr
+            if layout == "phased":
+                out.append((f"edge tiles ({nt} thread{'s' if nt > 1 else ''} x "
+                            f"{block_cols} columns)", nt * tiles * item))
+            else:
+                out.append((f"B blocks ({nt} thread{'s' if nt > 1 else ''} x KC {b.kc} x "
+                            f"{block_cols} columns)", nt * (b.kc * block_cols + tiles) * item))
         elif kernel == "1x1":
             pixels = s.h * s.w
             out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * cg * item))
