@@ -2,6 +2,7 @@
 winner, in a JSON cache file that survives processes, corruption and concurrency."""
 
 import json
+import math
 import subprocess
 import sys
 import textwrap
@@ -258,6 +259,7 @@ def test_cache_dir_rules(monkeypatch, tmp_path):
 
 
 def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
+    monkeypatch.setattr(_tuning, "SHORT_ROUNDS", _tuning.ROUNDS)  # counts as for long calls
     now = [0.0]
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
     cost = {"slow": 2e-3, "fast": 1e-3, "hopeless": 9e-3}
@@ -277,7 +279,31 @@ def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
     assert runs["fast"] == runs["slow"] == 1 + _tuning.ROUNDS
 
 
+@pytest.mark.parametrize("seconds, rounds", [(2.0**-13, "short"), (2.0**-7, "long")])
+def test_measure_gives_short_calls_more_rounds(monkeypatch, seconds, rounds):
+    now = [0.0]  # binary fractions of a second: the fake clock adds up exactly
+    monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    cost = {"a": seconds, "b": 2 * seconds}
+    runs = {name: 0 for name in cost}
+
+    def run(name):
+        runs[name] += 1
+        now[0] += cost[name]
+
+    winner, _ = _tuning.measure([(n, n) for n in cost], run)
+    assert winner == 0
+    inner = {n: max(1, math.ceil(_tuning.MIN_SAMPLE / c)) for n, c in cost.items()}
+    round_time = sum(inner[n] * c for n, c in cost.items())
+    if rounds == "short":  # SHORT_ROUNDS fit in SHORT_TIME
+        assert _tuning.SHORT_ROUNDS * round_time < _tuning.SHORT_TIME
+        assert all(runs[n] == 1 + _tuning.SHORT_ROUNDS * inner[n] for n in cost)
+    else:  # ROUNDS take SHORT_TIME and more
+        assert _tuning.ROUNDS * round_time >= _tuning.SHORT_TIME
+        assert all(runs[n] == 1 + _tuning.ROUNDS * inner[n] for n in cost)
+
+
 def test_measure_times_blas_callers_after_the_others(monkeypatch):
+    monkeypatch.setattr(_tuning, "SHORT_ROUNDS", _tuning.ROUNDS)
     now, order = [0.0], []
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
     cost = {"numpy": 1.5e-3, "cpp": 1e-3, "numba": 1.2e-3}
@@ -298,6 +324,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
     # cpp's samples all fell in a burst of load (3x their time); after the BLAS
     # callers' lead and a pause for their spinning threads, cpp's kernels are
     # timed again (not the one pruned as hopeless)
+    monkeypatch.setattr(_tuning, "SHORT_ROUNDS", _tuning.ROUNDS)
     now, order, slept = [0.0], [], []
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(_tuning.time, "sleep", slept.append)

@@ -14,6 +14,9 @@ this after the others, since OpenBLAS's spinning threads would slow the next
 candidate timed, each sample as many back-to-back calls as
 last MIN_SAMPLE seconds; a candidate's time is its best sample, so load from
 elsewhere on a shared machine inflates a sample, rarely the best of five.
+Short calls, whose rounds take under SHORT_TIME in all, get more rounds, up to
+SHORT_ROUNDS: on a 0.2 ms pooling call, five samples of two backends 10%
+apart picked the slower one.
 When a BLAS caller comes out ahead, the others left get ROUNDS more rounds
 after BLAS_SPIN seconds (their first ones shared one stretch of time).
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
@@ -55,6 +58,8 @@ from pathlib import Path
 
 FORMAT = "fastconv-tuning/1"
 ROUNDS = 5
+SHORT_ROUNDS = 20  # rounds for short calls, while their rounds took under SHORT_TIME
+SHORT_TIME = 0.02  # seconds
 MIN_SAMPLE = 2e-4  # seconds of back-to-back calls per sample
 MAX_INNER = 50  # calls per sample at most
 PRUNE = 3.0  # after the second round, drop candidates this much slower than the best
@@ -357,6 +362,14 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     best = [math.inf] * len(candidates)
     timed = {}  # phase -> the candidates left after pruning
 
+    def rounds():
+        """Round numbers: ROUNDS, or more while they are short (SHORT_ROUNDS, SHORT_TIME)."""
+        start = clock()
+        for r in range(SHORT_ROUNDS):
+            if r >= ROUNDS and clock() - start >= SHORT_TIME:
+                return
+            yield r
+
     def one_round(alive, r):
         """A sample of each of `alive`, interleaved, a different one first each round."""
         shift = r % len(alive)
@@ -374,7 +387,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
             start = clock()
             run(candidates[i][1])
             first[i] = clock() - start
-        for r in range(ROUNDS):
+        for r in rounds():
             if not alive:  # every one pruned against the other phase's best
                 break
             one_round(alive, r)
@@ -388,7 +401,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     # OpenBLAS's threads have stopped spinning; each keeps its best sample.
     if blas[winner] and timed[False]:
         time.sleep(BLAS_SPIN)
-        for r in range(ROUNDS):
+        for r in rounds():
             one_round(timed[False], r)
         winner = min(range(len(candidates)), key=best.__getitem__)
     return winner, {label: best[i] for i, (label, _) in enumerate(candidates)}
