@@ -21,6 +21,7 @@ namespace {
 using i64 = std::int64_t;
 
 inline i64 min_(i64 a, i64 b) { return a < b ? a : b; }
+inline i64 max_(i64 a, i64 b) { return a < b ? b : a; }
 inline i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }  // a >= 0, b > 0
 
 // Outputs [first, last) of a row whose taps 0..k-1 all fall inside [0, size).
@@ -237,35 +238,69 @@ inline V max_or_nan(V a, V b) {
     return ((b > a) | (b != b)) ? b : a;
 }
 
-// One output row of 2x2 windows at stride 2 inside the plane, without indices:
-// the two input rows' maxima, then even and odd lanes, with no buffer between.
+// 2x2 windows at stride 2, every one inside the plane.
+inline bool plain_2x2(const PoolShape& s) {
+    return s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 && s.pw == 0 &&
+           s.dh == 1 && s.dw == 1 && 2 * s.oh <= s.h && 2 * s.ow <= s.w;
+}
+
+// Even and odd lanes of two vectors a, b: a0 a2 .. b0 b2 .. and a1 a3 .. b1 b3 ..
+template <typename V>
+inline void deinterleave(V a, V b, V& even, V& odd) {
+    if constexpr (sizeof(a) / sizeof(a[0]) == 8) {
+        even = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
+        odd = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+    } else {
+        even = __builtin_shufflevector(a, b, 0, 2, 4, 6);
+        odd = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+    }
+}
+
+// The vector starts over `count` outputs: 0, L, 2L, ... and, for a last part
+// vector, one ending at `count` (it recomputes a few outputs); fewer than a
+// vector go one by one. Returns the outputs done.
+template <typename Body>
+inline i64 vector_starts(i64 count, int lanes, Body body) {
+    if (count < lanes) return 0;
+    for (i64 o = 0; o < count; o += lanes) body(min_(o, count - lanes));
+    return count;
+}
+
+// Output rows [r0, r1) of one plane, 2x2 windows at stride 2 inside it,
+// without indices: the maxima of each pair of input rows go into `pairs`
+// (kPairs values at most at a time), 2*OW per output row, so that the maxima
+// of their even and odd lanes form the outputs of all those rows in one loop
+// (per row, 28 outputs took 4 short loops; as Numba's pairs path does).
+constexpr i64 kPairs = 2048;
+
 template <typename T>
-void max_pool_row_2x2(const PoolShape& s, const T* __restrict plane, i64 oh,
-                      T* __restrict out) {
+void max_pool_rows_2x2(const PoolShape& s, const T* __restrict plane, i64 r0, i64 r1,
+                       T* __restrict out, T* __restrict pairs) {
     using V = typename Lanes<T>::V;
     constexpr int L = Lanes<T>::n;
-    const T* r0 = plane + 2 * oh * s.w;
-    const T* r1 = r0 + s.w;
-    i64 o = 0;
-    for (; o + L <= s.ow; o += L) {
-        const V m0 = max_or_nan(load<V>(r0 + 2 * o), load<V>(r1 + 2 * o));
-        const V m1 = max_or_nan(load<V>(r0 + 2 * o + L), load<V>(r1 + 2 * o + L));
-        V even, odd;
-        if constexpr (L == 8) {
-            even = __builtin_shufflevector(m0, m1, 0, 2, 4, 6, 8, 10, 12, 14);
-            odd = __builtin_shufflevector(m0, m1, 1, 3, 5, 7, 9, 11, 13, 15);
-        } else {
-            even = __builtin_shufflevector(m0, m1, 0, 2, 4, 6);
-            odd = __builtin_shufflevector(m0, m1, 1, 3, 5, 7);
+    const i64 width = 2 * s.ow;
+    const i64 rows_at_once = max_(i64(1), kPairs / width);
+    for (i64 oh0 = r0; oh0 < r1; oh0 += rows_at_once) {
+        const i64 rows = min_(rows_at_once, r1 - oh0);
+        for (i64 r = 0; r < rows; ++r) {
+            const T* a = plane + 2 * (oh0 + r) * s.w;
+            const T* b = a + s.w;
+            T* m = pairs + r * width;
+            i64 x = 0;
+            for (; x + L <= width; x += L) store(m + x, max_or_nan(load<V>(a + x), load<V>(b + x)));
+            for (; x < width; ++x) m[x] = b[x] > a[x] || b[x] != b[x] ? b[x] : a[x];
         }
-        store(out + o, max_or_nan(even, odd));
-    }
-    for (; o < s.ow; ++o) {
-        const T window[4] = {r0[2 * o], r0[2 * o + 1], r1[2 * o], r1[2 * o + 1]};
-        T b = window[0];
-        for (int t = 1; t < 4; ++t)
-            if (window[t] > b || window[t] != window[t]) b = window[t];
-        out[o] = b;
+        T* dst = out + oh0 * s.ow;
+        const i64 count = rows * s.ow;
+        const i64 done = vector_starts(count, L, [&](i64 o) {
+            V even, odd;
+            deinterleave(load<V>(pairs + 2 * o), load<V>(pairs + 2 * o + L), even, odd);
+            store(dst + o, max_or_nan(even, odd));
+        });
+        for (i64 o = done; o < count; ++o) {
+            const T a = pairs[2 * o], b = pairs[2 * o + 1];
+            dst[o] = b > a || b != b ? b : a;
+        }
     }
 }
 
@@ -274,23 +309,23 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
     using I = typename TapInt<T>::type;
     const Units u = split_rows(s.planes, s.oh, threads);
     const int nt = threads_for(s.planes * s.oh * s.ow * s.kh * s.kw, u.count, threads);
-    // 2x2 windows at stride 2, every one inside the plane
-    const bool plain_2x2 = s.kh == 2 && s.kw == 2 && s.sh == 2 && s.sw == 2 && s.ph == 0 &&
-                           s.pw == 0 && s.dh == 1 && s.dw == 1 && 2 * s.oh <= s.h &&
-                           2 * s.ow <= s.w;
     team(u.count, nt, [&](UnitQueue& q) {
         T* best = new T[s.ow];
         I* tap = new I[s.ow];
-        T* rowmax = new T[s.w];
+        T* rowmax = new T[max_(s.w, max_(kPairs, 2 * s.ow))];  // or pairs of rows' maxima
+        const bool pairs = !indices && plain_2x2(s);
         for (i64 unit; claim(q, unit);) {
             const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
+            const i64 r1 = min_(r0 + u.rows_per_block, s.oh);
             const T* plane = x + p * s.h * s.w;
-            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
+            if (pairs) {
+                max_pool_rows_2x2<T>(s, plane, r0, r1, out + p * s.oh * s.ow, rowmax);
+                continue;
+            }
+            for (i64 oh = r0; oh < r1; ++oh) {
                 const i64 at = (p * s.oh + oh) * s.ow;
                 std::int64_t* idx = indices ? indices + at : nullptr;
-                if (plain_2x2 && !idx)
-                    max_pool_row_2x2<T>(s, plane, oh, out + at);
-                else if (s.sw == 1)
+                if (s.sw == 1)
                     max_pool_row<T, 1>(s, plane, oh, best, tap, rowmax, out + at, idx);
                 else if (s.sw == 2)
                     max_pool_row<T, 2>(s, plane, oh, best, tap, rowmax, out + at, idx);
@@ -334,6 +369,25 @@ void avg_pool_row(const PoolShape& s, const T* __restrict plane, i64 oh, T* __re
     }
 }
 
+// avg_pool_row for 2x2 windows at stride 2 inside the plane: the same sums in
+// the same order (0, then row 0's two taps, then row 1's), a vector of outputs
+// at a time.
+template <typename T>
+void avg_pool_row_2x2(const PoolShape& s, const T* __restrict plane, i64 oh, T* __restrict sum) {
+    using V = typename Lanes<T>::V;
+    constexpr int L = Lanes<T>::n;
+    const T* r0 = plane + 2 * oh * s.w;
+    const T* r1 = r0 + s.w;
+    const i64 done = vector_starts(s.ow, L, [&](i64 o) {
+        V e0, o0, e1, o1;
+        deinterleave(load<V>(r0 + 2 * o), load<V>(r0 + 2 * o + L), e0, o0);
+        deinterleave(load<V>(r1 + 2 * o), load<V>(r1 + 2 * o + L), e1, o1);
+        store(sum + o, V{} + e0 + o0 + e1 + o1);
+    });
+    for (i64 o = done; o < s.ow; ++o)
+        sum[o] = T(0) + r0[2 * o] + r0[2 * o + 1] + r1[2 * o] + r1[2 * o + 1];
+}
+
 template <typename T>
 void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int threads) {
     const Units u = split_rows(s.planes, s.oh, threads);
@@ -349,7 +403,9 @@ void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int t
             const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
             const T* plane = x + p * s.h * s.w;
             for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
-                if (s.sw == 1)
+                if (plain_2x2(s))
+                    avg_pool_row_2x2<T>(s, plane, oh, sum);
+                else if (s.sw == 1)
                     avg_pool_row<T, 1>(s, plane, oh, sum);
                 else if (s.sw == 2)
                     avg_pool_row<T, 2>(s, plane, oh, sum);
