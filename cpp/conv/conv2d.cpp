@@ -213,6 +213,13 @@ std::vector<std::ptrdiff_t> tap_offsets(const ConvShape& s, const Phased* f, i64
     return off;
 }
 
+// dst[j] <- src[j * step] for j in [lo, hi); step = N when N > 0.
+template <int N, typename T>
+void every_nth(T* __restrict dst, const T* __restrict src, i64 lo, i64 hi, i64 step) {
+    if (N > 0) step = N;
+    for (i64 j = lo; j < hi; ++j) dst[j] = src[j * step];
+}
+
 // copy[plane (a, b), row i, column j] <- the padded input at row i*sh + a,
 // column j*sw + b, for `images` images from x; zero outside the input.
 template <typename T>
@@ -220,30 +227,34 @@ void copy_phased(const ConvShape& s, const Phased& f, const T* x, i64 images, T*
                  int threads) {
     const i64 padded_w = (s.ow - 1) * s.sw + (s.kw - 1) * s.dw + 1;
     const i64 col_end = std::min(padded_w, s.w + s.pad_left);  // padded columns of x end here
-    parallel_for(images * s.c, threads_for(images * s.c * f.channel, images * s.c, threads),
-                 [&](i64 plane) {
+    // a unit per phase plane: an image's 3 channels would keep a thread idle
+    const i64 units = images * s.c * f.sh * f.sw;
+    parallel_for(units, threads_for(images * s.c * f.channel, units, threads), [&](i64 unit) {
+        const i64 plane = unit / (f.sh * f.sw), a = unit / f.sw % f.sh, b = unit % f.sw;
         const T* src = x + plane * s.h * s.w;
-        T* dst = copy + plane * f.channel;
-        for (i64 a = 0; a < f.sh; ++a)
-            for (i64 b = 0; b < f.sw; ++b)
-                for (i64 i = 0; i < f.rows; ++i, dst += f.pitch) {
-                    const i64 ih = i * f.sh + a - s.pad_top;
-                    if (ih < 0 || ih >= s.h) {
-                        std::fill(dst, dst + f.pitch, T(0));
-                        continue;
-                    }
-                    // columns [lo, hi) of the plane's row are inside x
-                    const i64 lo = std::min(f.pitch, std::max<i64>(0, ceil_div(s.pad_left - b, f.sw)));
-                    const i64 hi = std::max(lo, std::min(f.pitch, ceil_div(col_end - b, f.sw)));
-                    const T* row = src + ih * s.w;
-                    const i64 first = b - s.pad_left;  // x's column of the plane's column 0
-                    std::fill(dst, dst + lo, T(0));
-                    if (f.sw == 1)
-                        std::copy(row + lo + first, row + hi + first, dst + lo);
-                    else
-                        for (i64 j = lo; j < hi; ++j) dst[j] = row[j * f.sw + first];
-                    std::fill(dst + hi, dst + f.pitch, T(0));
-                }
+        T* dst = copy + plane * f.channel + (a * f.sw + b) * f.rows * f.pitch;
+        // columns [lo, hi) of the phase plane's rows are inside x
+        const i64 lo = std::min(f.pitch, std::max<i64>(0, ceil_div(s.pad_left - b, f.sw)));
+        const i64 hi = std::max(lo, std::min(f.pitch, ceil_div(col_end - b, f.sw)));
+        const i64 first = b - s.pad_left;  // x's column of the plane's column 0
+        for (i64 i = 0; i < f.rows; ++i, dst += f.pitch) {
+            const i64 ih = i * f.sh + a - s.pad_top;
+            if (ih < 0 || ih >= s.h) {
+                std::fill(dst, dst + f.pitch, T(0));
+                continue;
+            }
+            const T* row = src + ih * s.w;
+            std::fill(dst, dst + lo, T(0));
+            if (f.sw == 1)
+                std::copy(row + lo + first, row + hi + first, dst + lo);
+            else if (f.sw == 2)  // a stride known here vectorises (resnet_stem)
+                every_nth<2>(dst, row + first, lo, hi, 2);
+            else if (f.sw == 4)  // alexnet_c1
+                every_nth<4>(dst, row + first, lo, hi, 4);
+            else
+                every_nth<0>(dst, row + first, lo, hi, f.sw);
+            std::fill(dst + hi, dst + f.pitch, T(0));
+        }
     });
 }
 
