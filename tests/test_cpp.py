@@ -159,6 +159,9 @@ def test_the_gemm_layouts_sum_alike_and_the_rule_picks_by_shape(isa):
     assert 2 * 3 * 4 * 35 * 35 <= stem["copy_elements"] < 2 * 3 * 4 * 35 * 35 + 3 * 35
     assert stem["columns"] == 2 * 32 * 35
     assert downsample["copy_elements"] == 0
+    with pytest.raises(ValueError, match="groups"):
+        _cpp.conv2d_gemm_input((8, 8), 1, 3, 4, (3, 3), (1, 1), (0, 0), (1, 1), 0, (6, 6),
+                               "float32")
 
 
 @contextlib.contextmanager

@@ -288,7 +288,7 @@ bool pad_a_copy_first(const ConvShape& s) {
 //    stride 2 ran 0.92x and 0.65x (its copy costs as much as its GEMM).
 bool phased_pays(const ConvShape& s, int nr) {
     const Phased f = phased_layout(s, nr, true);
-    if (s.n * f.cols * 100 > s.n * s.oh * s.ow * 112) return false;
+    if (f.cols * 100 > s.oh * s.ow * 112) return false;  // dropped columns
     if (s.sw == 1) return s.ow >= nr && s.ow % (nr / 2) != 0;
     return (s.kw - 1) * s.dw + 1 > 2 * s.sw;
 }
