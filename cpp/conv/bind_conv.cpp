@@ -71,7 +71,7 @@ void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<car
 // conv2d_gemm_input for a shape and dtype (`layout` "" for the kernel's choice).
 py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
                     Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
-                    const std::string& dtype, const std::string& layout) {
+                    const std::string& dtype, int threads, const std::string& layout) {
     const ConvShape s{n, c, hw[0], hw[1], k, kernel[0], kernel[1], stride[0], stride[1],
                       pad[0], pad[1], dilation[0], dilation[1], groups, out_size[0],
                       out_size[1]};
@@ -81,17 +81,23 @@ py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pai
             "sizes, stride and dilation must be >= 1, padding >= 0");
     require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0, "groups must divide C and K");
     require(dtype == "float32" || dtype == "float64", "dtype must be float32 or float64");
+    require(threads >= 1, "threads must be >= 1");
     require(layout.empty() || layout == "runs" || layout == "phased",
             "layout must be runs, phased, or empty (the kernel's choice)");
     const GemmLayout pin = layout == "runs"     ? GemmLayout::runs
                            : layout == "phased" ? GemmLayout::phased
                                                 : GemmLayout::choose;
-    const GemmInput in = dtype == "float32" ? conv2d_gemm_input<float>(s, pin)
-                                            : conv2d_gemm_input<double>(s, pin);
+    const GemmInput in = dtype == "float32" ? conv2d_gemm_input<float>(s, pin, threads)
+                                            : conv2d_gemm_input<double>(s, pin, threads);
     py::dict d;
     d["layout"] = in.layout == GemmLayout::phased ? "phased" : "runs";
     d["copy_elements"] = in.copy_elements;
     d["columns"] = in.columns;
+    d["packed_weights"] = in.packed_weights;
+    d["threads"] = in.threads;
+    d["block_cols"] = in.block_cols;
+    d["b_block"] = in.b_block;
+    d["tiles"] = in.tiles;
     return d;
 }
 
@@ -170,9 +176,11 @@ void register_conv(py::module_& m) {
     m.def("conv2d_gemm_input", &gemm_input, py::arg("hw"), py::arg("n"), py::arg("c"),
           py::arg("k"), py::arg("kernel"), py::arg("stride"), py::arg("pad_top_left"),
           py::arg("dilation"), py::arg("groups"), py::arg("out_size"), py::arg("dtype"),
-          py::arg("layout") = "",
-          "How conv2d's gemm kernel reads its input: {layout: runs or phased, "
-          "copy_elements: of the copy it keeps (0: none), columns: of each GEMM}.");
+          py::arg("threads") = 1, py::arg("layout") = "",
+          "How conv2d's gemm kernel runs: {layout: runs or phased, copy_elements: of the "
+          "input copy it keeps (0: none); for the GEMM of the first chunk: columns, "
+          "packed_weights (elements), threads, block_cols (widest unit), b_block and tiles "
+          "(elements per thread)}.");
     def_conv<float>(m);
     def_conv<double>(m);
 }

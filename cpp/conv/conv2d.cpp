@@ -263,8 +263,47 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
                    bool relu, int threads, const Phased* phased);
 
 // Below this many GEMM columns (N*OH*OW) the micro-kernel reads the weights
-// unpacked (see conv2d_packed).
+// unpacked (see plan_gemm).
 constexpr std::int64_t kReadWeightsBelowColumns = 1024;
+
+// How conv2d_packed runs one GEMM of `columns` columns per group: which
+// panels of MR filters it packs, its threads, and its work units, (group,
+// block of columns), blocks of nearly equal numbers of micro-panels.
+struct GemmPlan {
+    Gemm gm;
+    i64 panels;        // of MR filters, per group
+    i64 first_packed;  // panels before it are read from the weights as they are
+    int threads;
+    i64 blocks;        // column blocks per group
+    i64 col_panels;    // micro-panels of NR columns, per group
+    i64 block_cols;    // columns of the widest block
+};
+
+template <typename T>
+GemmPlan plan_gemm(const ConvShape& s, i64 columns, int threads) {
+    const UKernel<T> uk = gemm_ukernel<T>();
+    GemmPlan p{{s.k / s.groups, s.c / s.groups * s.kh * s.kw, columns}, 0, 0, 0, 0, 0, 0};
+    const Gemm& gm = p.gm;
+    p.panels = ceil_div(gm.rows, uk.mr);
+    p.threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
+    // With few columns, the micro-kernel reads whole panels of MR filters from
+    // the weights as they are (packing 9 MB of them took 6% of resnet_3x3_7,
+    // which ran 5% faster so); only a last panel of fewer filters is packed,
+    // with zeros after them. With more columns packing pays for itself: the
+    // packed panel is one stream, not MR (3-12% faster from batch1_3x3_56's
+    // 3136 columns to resnet_3x3_56's 25088; about even at resnet_3x3_14's
+    // 1568). The sums are the same either way.
+    const bool rows_a = gm.cols < kReadWeightsBelowColumns && uk.rows != nullptr &&
+                        (uk.in_place == nullptr || uk.rows_in_place);
+    p.first_packed = rows_a ? gm.rows / uk.mr : 0;
+    using B = Blocking<T>;
+    p.col_panels = ceil_div(gm.cols, uk.nr);
+    p.blocks = std::max(ceil_div(gm.cols, B::nc), ceil_div(p.threads, s.groups));
+    if (s.groups == 1) p.blocks = ceil_div(p.blocks, p.threads) * p.threads;
+    p.blocks = std::min(p.blocks, p.col_panels);
+    p.block_cols = ceil_div(p.col_panels, p.blocks) * uk.nr;
+    return p;
+}
 
 // Whether a zero-padded copy of the input pays in the runs layout: at stride
 // 1 along rows, a micro-panel half that stays inside one output row is read
@@ -357,13 +396,25 @@ GemmLayout resolve(const ConvShape& s, GemmLayout layout) {
 }  // namespace
 
 template <typename T>
-GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout) {
+GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout, int threads) {
+    const UKernel<T> uk = gemm_ukernel<T>();
     layout = resolve<T>(s, layout);
     const bool phased = layout == GemmLayout::phased;
-    if (!phased && !pad_a_copy_first<T>(s)) return {layout, 0, s.n * s.oh * s.ow};
-    const CopyPlan c = copy_plan(s, gemm_ukernel<T>().nr, phased, sizeof(T));
-    return {layout, c.chunk * c.per_image + c.tail,
-            c.chunk * (phased ? c.f.cols : s.oh * s.ow)};
+    const bool copied = phased || pad_a_copy_first<T>(s);
+    i64 copy = 0, columns = s.n * s.oh * s.ow;  // of the first (largest) chunk's GEMM
+    if (copied) {
+        const CopyPlan c = copy_plan(s, uk.nr, phased, sizeof(T));
+        copy = c.chunk * c.per_image + c.tail;
+        columns = c.chunk * (phased ? c.f.cols : s.oh * s.ow);
+    }
+    const GemmPlan plan = plan_gemm<T>(s, columns, threads);
+    GemmInput in{layout, copy, columns};
+    in.packed_weights = s.groups * (plan.panels - plan.first_packed) * uk.mr * plan.gm.depth;
+    in.threads = plan.threads;
+    in.block_cols = plan.block_cols;
+    in.b_block = phased ? 0 : Blocking<T>::kc * plan.block_cols;
+    in.tiles = ceil_div(plan.block_cols, uk.nr) * plan.panels * uk.mr * uk.nr;
+    return in;
 }
 
 template <typename T>
@@ -385,13 +436,12 @@ namespace {
 void phased_panels(const Phased& f, i64 per_image, i64 jb, i64 je, int nr, i64 group_offset,
                    PanelRuns& pr) {
     pr.runs.clear();
-    pr.start.assign(1, 0);
+    pr.start.clear();  // nothing is packed
     pr.in_place.clear();
     for (i64 j0 = jb; j0 < je; j0 += nr) {
         const i64 at = j0 / f.cols * per_image + j0 % f.cols + group_offset;
         pr.in_place.push_back(at);
         pr.in_place.push_back(at + nr / 2);
-        pr.start.push_back(0);
     }
 }
 
@@ -401,34 +451,20 @@ void conv2d_packed(const ConvShape& s, const T* x, const T* weight, const T* bia
     const UKernel<T> uk = gemm_ukernel<T>();
     const OutputColumns oc = phased ? OutputColumns{phased->cols, phased->pitch}
                                     : OutputColumns{s.oh * s.ow, s.ow};
-    const Gemm gm{s.k / s.groups, s.c / s.groups * s.kh * s.kw, s.n * oc.per_image};
-    const i64 panels = ceil_div(gm.rows, uk.mr);
-    threads = threads_for(s.groups * gm.rows * gm.depth * gm.cols, s.groups * gm.cols, threads);
-    // With few columns, the micro-kernel reads whole panels of MR filters from
-    // the weights as they are (packing 9 MB of them took 6% of resnet_3x3_7,
-    // which ran 5% faster so); only a last panel of fewer filters is packed,
-    // with zeros after them. With more columns packing pays for itself: the
-    // packed panel is one stream, not MR (3-12% faster from batch1_3x3_56's
-    // 3136 columns to resnet_3x3_56's 25088; about even at resnet_3x3_14's
-    // 1568). The sums are the same either way. Every element of ap is
-    // written: no zero-filling.
-    const bool rows_a = gm.cols < kReadWeightsBelowColumns && uk.rows != nullptr &&
-                        (uk.in_place == nullptr || uk.rows_in_place);
-    const i64 first_packed = rows_a ? gm.rows / uk.mr : 0;
+    const GemmPlan plan = plan_gemm<T>(s, s.n * oc.per_image, threads);
+    const Gemm& gm = plan.gm;
+    const i64 panels = plan.panels, first_packed = plan.first_packed;
+    const i64 blocks = plan.blocks, col_panels_all = plan.col_panels;
+    const i64 block_cols = plan.block_cols;
+    threads = plan.threads;
+    // every element of ap is written: no zero-filling
     const i64 packed_panels = panels - first_packed;
     T* ap = scratch<T>(ScratchSlot::packed_weights,
                        std::max<i64>(1, s.groups * packed_panels * uk.mr * gm.depth));
     pack_weights(s, gm, uk.mr, first_packed, weight, ap, threads);
 
-    // Work units: (group, block of output columns), blocks of nearly equal
-    // numbers of micro-panels, enough of them to feed every thread; each unit
-    // owns its output tiles, so the sums never depend on the split.
+    // each unit owns its output tiles, so the sums never depend on the split
     using B = Blocking<T>;
-    const i64 col_panels_all = ceil_div(gm.cols, uk.nr);
-    i64 blocks = std::max(ceil_div(gm.cols, B::nc), ceil_div(threads, s.groups));
-    if (s.groups == 1) blocks = ceil_div(blocks, threads) * threads;
-    blocks = std::min(blocks, col_panels_all);
-    const i64 block_cols = ceil_div(col_panels_all, blocks) * uk.nr;  // the widest
     const i64 units = s.groups * blocks;
     const i64 mc = B::mc / uk.mr * uk.mr;
     // depth blocks of (nearly) equal size, so that none is a short tail
@@ -522,7 +558,7 @@ template void conv2d_gemm<float>(const ConvShape&, const float*, const float*, c
                                  float*, bool, int, GemmLayout);
 template void conv2d_gemm<double>(const ConvShape&, const double*, const double*,
                                   const double*, double*, bool, int, GemmLayout);
-template GemmInput conv2d_gemm_input<float>(const ConvShape&, GemmLayout);
-template GemmInput conv2d_gemm_input<double>(const ConvShape&, GemmLayout);
+template GemmInput conv2d_gemm_input<float>(const ConvShape&, GemmLayout, int);
+template GemmInput conv2d_gemm_input<double>(const ConvShape&, GemmLayout, int);
 
 }  // namespace fastconv

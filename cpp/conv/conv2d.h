@@ -26,15 +26,21 @@ enum class GemmLayout { choose, runs, phased };
 // out (N, K, OH, OW) <- relu?(weight (K, C/groups, KH, KW) * x (N, C, H, W) + bias (K) or 0).
 // All arrays C-contiguous; bias may be null. Uses `threads` threads; the result
 // does not depend on their number.
-// What conv2d_gemm does with the input for shape s: its layout, the elements
-// of the copy of (chunks of) it that the calling thread keeps (0 when it reads
-// x itself), and the columns of each GEMM it runs (one per chunk).
+// What conv2d_gemm does for shape s on `threads` threads: its layout, the
+// elements of the copy of (chunks of) the input that the calling thread keeps
+// (0 when it reads x itself), and for the GEMM of the first chunk: its
+// columns, the elements of the packed weights, the threads it runs on, the
+// columns of its widest block, and each thread's packed B block and edge
+// tiles (elements).
 struct GemmInput {
     GemmLayout layout;
     std::int64_t copy_elements, columns;
+    std::int64_t packed_weights = 0;
+    int threads = 1;
+    std::int64_t block_cols = 0, b_block = 0, tiles = 0;
 };
 template <typename T>
-GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout = GemmLayout::choose);
+GemmInput conv2d_gemm_input(const ConvShape& s, GemmLayout layout, int threads);
 
 template <typename T>
 void conv2d_gemm(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,

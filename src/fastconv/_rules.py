@@ -221,20 +221,6 @@ def _micro_tile(dtype) -> tuple[int, int]:
     return (6, 16) if f32 else (6, 8)
 
 
-# cpp/conv/conv2d.cpp's kReadWeightsBelowColumns.
-READ_WEIGHTS_BELOW_COLUMNS = 1024
-
-
-def _packed_filter_panels(kg: int, mr: int, cols: int) -> int:
-    """Panels of MR filters conv2d's GEMM packs (cpp/conv/conv2d.cpp): all on the
-    generic path and from READ_WEIGHTS_BELOW_COLUMNS columns on; below, the
-    micro-kernel reads whole panels from the weights and only a last one of
-    fewer filters is packed."""
-    if _generic_path() or cols >= READ_WEIGHTS_BELOW_COLUMNS:
-        return _cdiv(kg, mr)
-    return _cdiv(kg, mr) - kg // mr
-
-
 _CPP = [None]
 
 
@@ -267,20 +253,20 @@ def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int, nr: 
     return col_blocks * _cdiv(m, rows_per_group)
 
 
-def _gemm_input(s) -> tuple[str, int, int]:
-    """cpp conv2d's GEMM layout for s ("runs" or "phased"), the elements of its
-    input copy (0: none) and the columns of each GEMM: the extension's own
-    rule (cpp/conv/conv2d.cpp), or no copy when it is not built."""
+def _gemm_input(s, threads: int) -> dict | None:
+    """How cpp conv2d's GEMM runs s (_cpp.conv2d_gemm_input: its layout, input
+    copy, packed weights and split, from the extension's own rules in
+    cpp/conv/conv2d.cpp), or None when the extension is not built."""
     module = _extension()
     if module is None:
-        return "runs", 0, s.n * s.oh * s.ow
+        return None
     top, bottom, left, right = s.pads
     hw = (s.h, s.w)
     if s.padding_mode != "zeros":  # the kernel gets a padded copy (CppBackend._zero_padded)
         hw, top, left = (s.h + top + bottom, s.w + left + right), 0, 0
-    d = module.conv2d_gemm_input(hw, s.n, s.c, s.k, (s.kh, s.kw), s.stride, (top, left),
-                                 s.dilation, s.groups, (s.oh, s.ow), np.dtype(s.dtype).name)
-    return d["layout"], d["copy_elements"], d["columns"]
+    return module.conv2d_gemm_input(hw, s.n, s.c, s.k, (s.kh, s.kw), s.stride, (top, left),
+                                    s.dilation, s.groups, (s.oh, s.ow), np.dtype(s.dtype).name,
+                                    threads)
 
 
 def _padded(s) -> int:
@@ -298,29 +284,25 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         mr, nr = _micro_tile(s.dtype)
         cg, kg = s.c // s.groups, s.k // s.groups
         if kernel == "gemm":
-            b = _Blocking.of(item)
-            depth = cg * s.kh * s.kw
-            layout, copy, cols = _gemm_input(s)
-            if copy:
-                what = "phase planes of" if layout == "phased" else "chunks of"
-                out.append((f"{what} a zero-padded input copy ({layout} layout)", copy * item))
-            packed = _packed_filter_panels(kg, mr, cols)
-            if packed:
-                out.append(("packed weights", s.groups * packed * mr * depth * item))
-            nt = _threads_for(s.groups * kg * depth * cols, s.groups * cols, threads)
-            blocks = max(_cdiv(cols, b.nc), _cdiv(nt, s.groups))
-            if s.groups == 1:
-                blocks = _cdiv(blocks, nt) * nt
-            block_cols = _cdiv(_cdiv(cols, blocks), nr) * nr
+            g = _gemm_input(s, threads)
+            if g is None:  # no extension: nothing of cpp runs
+                return out
+            if g["copy_elements"]:
+                what = "phase planes of" if g["layout"] == "phased" else "chunks of"
+                out.append((f"{what} a zero-padded input copy ({g['layout']} layout)",
+                            g["copy_elements"] * item))
+            if g["packed_weights"]:
+                out.append(("packed weights", g["packed_weights"] * item))
+            nt, block_cols = g["threads"], g["block_cols"]
+            threads_x = f"{nt} thread{'s' if nt > 1 else ''} x"
             # a B block (the runs layout packs), and an edge tile per (column
             # panel, MR filters) of a unit
-            tiles = _cdiv(block_cols, nr) * _cdiv(kg, mr) * mr * nr
-            if layout == "phased":
-                out.append((f"edge tiles ({nt} thread{'s' if nt > 1 else ''} x "
-                            f"{block_cols} columns)", nt * tiles * item))
+            if g["layout"] == "phased":
+                out.append((f"edge tiles ({threads_x} {block_cols} columns)",
+                            nt * g["tiles"] * item))
             else:
-                out.append((f"B blocks ({nt} thread{'s' if nt > 1 else ''} x KC {b.kc} x "
-                            f"{block_cols} columns)", nt * (b.kc * block_cols + tiles) * item))
+                out.append((f"B blocks ({threads_x} KC {_Blocking.of(item).kc} x {block_cols} "
+                            f"columns)", nt * (g["b_block"] + g["tiles"]) * item))
         elif kernel == "1x1":
             pixels = s.h * s.w
             out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * cg * item))
