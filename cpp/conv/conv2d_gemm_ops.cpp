@@ -159,7 +159,10 @@ WeightSplit weight_split(const ConvShape& s, i64 step) {
     return {(s.n + per_unit - 1) / per_unit, per_unit, step};
 }
 
-/* grad weight by the direct kernel (stride 1 along rows) */
+/* grad weight by the direct kernel (stride 1 along rows). Where the units of
+   the split do not share out evenly over the threads (batch 1 has one), each
+   is cut into as many filter slices as there are threads; a filter's sums do
+   not depend on its slice. */
 template <typename T>
 void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* grad_weight,
                         int threads) {
@@ -167,12 +170,20 @@ void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* gr
     const WeightSplit split = weight_split<T>(s, weight_grad_step(s));
     T* partial = scratch<T>(ScratchSlot::partials, split.units * weight_size);
     const auto kernel = direct_kernels<T>().conv_weight_grad;
-    const int nt = threads_for(s.n * weight_size * s.oh * s.ow, split.units, threads);
-    parallel_for(split.units, nt, [&](i64 u) {
+    const i64 work = s.n * weight_size * s.oh * s.ow;
+    const int nt = threads_for(work, split.units * s.k, threads);
+    const i64 slices = split.units % nt == 0 ? 1 : std::min<i64>(nt, (s.k + 3) / 4);
+    // slice boundaries on whole tiles of 4 filters
+    const auto filter = [&](i64 slice) {
+        return std::min(s.k, (s.k * slice / slices + 3) / 4 * 4);
+    };
+    parallel_for(split.units * slices, nt, [&](i64 unit) {
+        const i64 u = unit / slices, f0 = filter(unit % slices), f1 = filter(unit % slices + 1);
+        if (f0 == f1) return;
         const i64 begin = u * split.per_unit, end = std::min(s.n, begin + split.per_unit);
         for (i64 n0 = begin; n0 < end; n0 += split.step)
-            kernel(s, grad_out, x, n0, std::min(end, n0 + split.step), partial + u * weight_size,
-                   n0 > begin);
+            kernel(s, grad_out, x, n0, std::min(end, n0 + split.step), f0, f1,
+                   partial + u * weight_size, n0 > begin);
     });
     sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
 }
@@ -210,7 +221,7 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
                 for (i64 n0 = begin; n0 < end; n0 += split.step) {
                     const i64 images = std::min(end, n0 + split.step) - n0;
                     if (direct_weight) {
-                        weight_kernel(s, grad_out, x, n0, n0 + images, part, n0 > begin);
+                        weight_kernel(s, grad_out, x, n0, n0 + images, 0, s.k, part, n0 > begin);
                         continue;
                     }
                     ConvShape piece = s;

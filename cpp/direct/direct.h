@@ -37,11 +37,13 @@ struct DirectKernels {
     // conv2d by direct loops, for few channels per group: sums in (c, kh, kw) order.
     void (*conv)(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out,
                  bool relu, int threads);
-    // grad weight of conv2d (K, C/groups, KH, KW) <- (itself, if accumulate, +)
-    // the sum over images [n0, n1) of grad_out times the input, for stride 1
-    // along rows (s.sw == 1); the order of the sums depends on n0, n1 only.
+    // grad weight of conv2d (K, C/groups, KH, KW), filters [f0, f1) <- (itself,
+    // if accumulate, +) the sum over images [n0, n1) of grad_out times the
+    // input, for stride 1 along rows (s.sw == 1); the order of the sums
+    // depends on n0, n1 only.
     void (*conv_weight_grad)(const ConvShape& s, const T* grad_out, const T* x, std::int64_t n0,
-                             std::int64_t n1, T* grad_weight, bool accumulate);
+                             std::int64_t n1, std::int64_t f0, std::int64_t f1, T* grad_weight,
+                             bool accumulate);
     // conv2d's implicit im2col: bp[panel][p][j] <- the input at tap p (of
     // [p0, p0 + kc)) for pixel j of each packed micro-panel (nr pixels), zero
     // where the tap falls in the padding or past the last pixel.

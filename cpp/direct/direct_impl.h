@@ -601,81 +601,85 @@ void weight_grad_tile(const T* const* g, const T* xs, const RowWalk& w, const i6
 
 /* See DirectKernels::conv_weight_grad. The images' input is copied zero-padded
    (so every tap reads inside it) and grad_out with rows rounded up to whole
-   vectors (zeros past the row); each (c, kh) then takes tiles of KT filters x
-   QT taps kw, a tile's remainder repeating its last filter or tap. */
+   vectors (zeros past the row), both only for the filters' groups; each
+   (c, kh) then takes tiles of KT filters x QT taps kw, a tile's remainder
+   repeating its last filter or tap. A filter's sums do not depend on its tile. */
 template <typename T, int KT, int QT>
 void conv_weight_grad_tiles(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
-                            T* grad_weight, bool accumulate) {
+                            i64 f0, i64 f1, T* grad_weight, bool accumulate) {
     using I = typename Lanes<T>::I;
     constexpr int L = Lanes<T>::n;
     const i64 cg = s.c / s.groups, kg = s.k / s.groups, images = n1 - n0;
     const i64 full = s.ow / L, has_tail = s.ow % L != 0, owv = (full + has_tail) * L;
     const i64 hp = (s.oh - 1) * s.sh + (s.kh - 1) * s.dh + 1, wp = owv + (s.kw - 1) * s.dw;
+    const i64 c0 = f0 / kg * cg, c1 = (f1 - 1) / kg * cg + cg;  // the groups' channels
     T* xp = static_cast<T*>(scratch_bytes(ScratchSlot::padded_input,
                                           sizeof(T) * images * s.c * hp * wp));
     T* gp = static_cast<T*>(scratch_bytes(ScratchSlot::padded_grad,
                                           sizeof(T) * images * s.k * s.oh * owv));
-    for (i64 plane = 0; plane < images * s.c; ++plane) {
-        const T* src = x + (n0 * s.c + plane) * s.h * s.w;
-        for (i64 r = 0; r < hp; ++r) {
-            T* dst = xp + (plane * hp + r) * wp;
-            const i64 ih = r - s.pad_top;
-            for (i64 col = 0; col < wp; ++col) {
-                const i64 iw = col - s.pad_left;
-                dst[col] = ih >= 0 && ih < s.h && iw >= 0 && iw < s.w ? src[ih * s.w + iw] : T(0);
+    for (i64 n = 0; n < images; ++n) {
+        for (i64 c = c0; c < c1; ++c) {
+            const i64 plane = n * s.c + c;
+            const T* src = x + (n0 * s.c + plane) * s.h * s.w;
+            for (i64 r = 0; r < hp; ++r) {
+                T* dst = xp + (plane * hp + r) * wp;
+                const i64 ih = r - s.pad_top;
+                for (i64 col = 0; col < wp; ++col) {
+                    const i64 iw = col - s.pad_left;
+                    dst[col] =
+                        ih >= 0 && ih < s.h && iw >= 0 && iw < s.w ? src[ih * s.w + iw] : T(0);
+                }
             }
         }
-    }
-    for (i64 row = 0; row < images * s.k * s.oh; ++row) {
-        const T* src = grad_out + n0 * s.k * s.oh * s.ow + row * s.ow;
-        T* dst = gp + row * owv;
-        for (i64 o = 0; o < s.ow; ++o) dst[o] = src[o];
-        for (i64 o = s.ow; o < owv; ++o) dst[o] = T(0);
+        for (i64 row = (n * s.k + f0) * s.oh; row < (n * s.k + f1) * s.oh; ++row) {
+            const T* src = grad_out + n0 * s.k * s.oh * s.ow + row * s.ow;
+            T* dst = gp + row * owv;
+            for (i64 o = 0; o < s.ow; ++o) dst[o] = src[o];
+            for (i64 o = s.ow; o < owv; ++o) dst[o] = T(0);
+        }
     }
     I tail;
     for (int l = 0; l < L; ++l) tail[l] = l < s.ow - full * L ? -1 : 0;
     const RowWalk walk{images, s.oh, s.k * s.oh * owv, owv, s.c * hp * wp, s.sh * wp};
     T sums[KT][QT];
     // filters outermost: their grad rows stay in cache while the input streams
-    for (i64 grp = 0; grp < s.groups; ++grp) {
-        for (i64 k0 = 0; k0 < kg; k0 += KT) {
-            const T* g[KT];
-            for (int a = 0; a < KT; ++a)
-                g[a] = gp + (grp * kg + min_(k0 + a, kg - 1)) * s.oh * owv;
-            for (i64 c = 0; c < cg; ++c) {
-                for (i64 kh = 0; kh < s.kh; ++kh) {
-                    const T* xs = xp + ((grp * cg + c) * hp + kh * s.dh) * wp;
-                    for (i64 kw0 = 0; kw0 < s.kw; kw0 += QT) {
-                        i64 tap[QT];
-                        for (int q = 0; q < QT; ++q) tap[q] = min_(kw0 + q, s.kw - 1) * s.dw;
-                        weight_grad_tile<T, KT, QT>(g, xs, walk, tap, full, tail, has_tail, sums);
-                        for (int a = 0; a < KT && k0 + a < kg; ++a) {
-                            for (int q = 0; q < QT && kw0 + q < s.kw; ++q) {
-                                T& w = grad_weight[(((grp * kg + k0 + a) * cg + c) * s.kh + kh) *
-                                                       s.kw + kw0 + q];
-                                w = accumulate ? w + sums[a][q] : sums[a][q];
-                            }
+    for (i64 f = f0; f < f1;) {
+        const i64 grp = f / kg, k0 = f % kg, tile = min_(KT, min_(kg - k0, f1 - f));
+        const T* g[KT];
+        for (int a = 0; a < KT; ++a) g[a] = gp + (f + min_(a, tile - 1)) * s.oh * owv;
+        for (i64 c = 0; c < cg; ++c) {
+            for (i64 kh = 0; kh < s.kh; ++kh) {
+                const T* xs = xp + ((grp * cg + c) * hp + kh * s.dh) * wp;
+                for (i64 kw0 = 0; kw0 < s.kw; kw0 += QT) {
+                    i64 tap[QT];
+                    for (int q = 0; q < QT; ++q) tap[q] = min_(kw0 + q, s.kw - 1) * s.dw;
+                    weight_grad_tile<T, KT, QT>(g, xs, walk, tap, full, tail, has_tail, sums);
+                    for (int a = 0; a < tile; ++a) {
+                        for (int q = 0; q < QT && kw0 + q < s.kw; ++q) {
+                            T& w = grad_weight[(((f + a) * cg + c) * s.kh + kh) * s.kw + kw0 + q];
+                            w = accumulate ? w + sums[a][q] : sums[a][q];
                         }
                     }
                 }
             }
         }
+        f += tile;
     }
 }
 
 template <typename T>
-void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1,
-                      T* grad_weight, bool accumulate) {
+void conv_weight_grad(const ConvShape& s, const T* grad_out, const T* x, i64 n0, i64 n1, i64 f0,
+                      i64 f1, T* grad_weight, bool accumulate) {
     // 4 filters x 3 taps fill 12 of the 16 vector registers (x kept, g streamed);
     // depthwise layers have one filter per group
     if (s.k / s.groups < 4)
-        conv_weight_grad_tiles<T, 1, 3>(s, grad_out, x, n0, n1, grad_weight, accumulate);
+        conv_weight_grad_tiles<T, 1, 3>(s, grad_out, x, n0, n1, f0, f1, grad_weight, accumulate);
     else if (s.kw == 1)
-        conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, grad_weight, accumulate);
+        conv_weight_grad_tiles<T, 4, 1>(s, grad_out, x, n0, n1, f0, f1, grad_weight, accumulate);
     else if (s.kw % 2 == 0 && s.kw < 6)
-        conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, grad_weight, accumulate);
+        conv_weight_grad_tiles<T, 4, 2>(s, grad_out, x, n0, n1, f0, f1, grad_weight, accumulate);
     else
-        conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, grad_weight, accumulate);
+        conv_weight_grad_tiles<T, 4, 3>(s, grad_out, x, n0, n1, f0, f1, grad_weight, accumulate);
 }
 
 /* See DirectKernels::pack_input. Row by row of B, so that the reads walk along
