@@ -250,6 +250,9 @@ POOL_CASES = [
     # 2x2 at stride 2: whole vectors and a tail; with ceil_mode a window past the edge
     ((2, 3, 10, 38), 2, 2, 0, 1, False),
     ((1, 2, 9, 37), 2, 2, 0, 1, True),
+    # 65 planes: units of several planes, the last one short
+    ((5, 13, 9, 10), 2, 2, 0, 1, False),
+    ((5, 13, 9, 10), 3, 1, 1, 1, False),
 ]
 
 

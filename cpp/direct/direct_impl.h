@@ -36,16 +36,34 @@ inline Span inside_span(i64 out, i64 size, i64 k, i64 stride, i64 pad, i64 dilat
     return {first, last};
 }
 
-// Work units: planes x row blocks, enough row blocks that batch 1 is parallel too.
+// Work units: runs of whole planes when there are many (16 units a thread, as
+// Numba's chunks: a claim costs a cache line's trip between cores, and one per
+// plane made pool_56_k2s2 1.3x slower), else planes x row blocks, enough row
+// blocks that batch 1 is parallel too.
 struct Units {
-    i64 row_blocks, rows_per_block, count;
+    i64 planes_per_unit, row_blocks, rows_per_block, count;
 };
 
 inline Units split_rows(i64 planes, i64 rows, int threads) {
-    i64 blocks = planes >= 4 * threads ? 1 : min_(ceil_div(4 * threads, planes), rows);
+    if (planes >= 4 * threads) {
+        const i64 per = max_(i64(1), planes / (16 * threads));
+        return {per, 1, rows, ceil_div(planes, per)};
+    }
+    i64 blocks = min_(ceil_div(4 * threads, planes), rows);
     const i64 per = ceil_div(rows, blocks);
     blocks = ceil_div(rows, per);
-    return {blocks, per, planes * blocks};
+    return {1, blocks, per, planes * blocks};
+}
+
+// The planes [p0, p1) and output rows [r0, r1) of one unit.
+struct UnitSpan {
+    i64 p0, p1, r0, r1;
+};
+
+inline UnitSpan unit_span(const Units& u, i64 unit, i64 planes, i64 rows) {
+    const i64 p0 = unit / u.row_blocks * u.planes_per_unit;
+    const i64 r0 = unit % u.row_blocks * u.rows_per_block;
+    return {p0, min_(p0 + u.planes_per_unit, planes), r0, min_(r0 + u.rows_per_block, rows)};
 }
 
 // Tap records for max pooling: the offset of the tap in the plane relative to
@@ -315,22 +333,23 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
         T* rowmax = new T[max_(s.w, max_(kPairs, 2 * s.ow))];  // or pairs of rows' maxima
         const bool pairs = !indices && plain_2x2(s);
         for (i64 unit; claim(q, unit);) {
-            const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
-            const i64 r1 = min_(r0 + u.rows_per_block, s.oh);
-            const T* plane = x + p * s.h * s.w;
-            if (pairs) {
-                max_pool_rows_2x2<T>(s, plane, r0, r1, out + p * s.oh * s.ow, rowmax);
-                continue;
-            }
-            for (i64 oh = r0; oh < r1; ++oh) {
-                const i64 at = (p * s.oh + oh) * s.ow;
-                std::int64_t* idx = indices ? indices + at : nullptr;
-                if (s.sw == 1)
-                    max_pool_row<T, 1>(s, plane, oh, best, tap, rowmax, out + at, idx);
-                else if (s.sw == 2)
-                    max_pool_row<T, 2>(s, plane, oh, best, tap, rowmax, out + at, idx);
-                else
-                    max_pool_row<T, 0>(s, plane, oh, best, tap, rowmax, out + at, idx);
+            const UnitSpan span = unit_span(u, unit, s.planes, s.oh);
+            for (i64 p = span.p0; p < span.p1; ++p) {
+                const T* plane = x + p * s.h * s.w;
+                if (pairs) {
+                    max_pool_rows_2x2<T>(s, plane, span.r0, span.r1, out + p * s.oh * s.ow, rowmax);
+                    continue;
+                }
+                for (i64 oh = span.r0; oh < span.r1; ++oh) {
+                    const i64 at = (p * s.oh + oh) * s.ow;
+                    std::int64_t* idx = indices ? indices + at : nullptr;
+                    if (s.sw == 1)
+                        max_pool_row<T, 1>(s, plane, oh, best, tap, rowmax, out + at, idx);
+                    else if (s.sw == 2)
+                        max_pool_row<T, 2>(s, plane, oh, best, tap, rowmax, out + at, idx);
+                    else
+                        max_pool_row<T, 0>(s, plane, oh, best, tap, rowmax, out + at, idx);
+                }
             }
         }
         delete[] best;
@@ -400,22 +419,25 @@ void avg_pool(const PoolShape& s, const AvgDivisor& d, const T* x, T* out, int t
                           ? T(1)
                           : T(avg_count(o, s.w, s.kw, s.sw, s.pw, d.count_include_pad));
         for (i64 unit; claim(q, unit);) {
-            const i64 p = unit / u.row_blocks, r0 = (unit % u.row_blocks) * u.rows_per_block;
-            const T* plane = x + p * s.h * s.w;
-            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
-                if (plain_2x2(s))
-                    avg_pool_row_2x2<T>(s, plane, oh, sum);
-                else if (s.sw == 1)
-                    avg_pool_row<T, 1>(s, plane, oh, sum);
-                else if (s.sw == 2)
-                    avg_pool_row<T, 2>(s, plane, oh, sum);
-                else
-                    avg_pool_row<T, 0>(s, plane, oh, sum);
-                const T rows = d.override_value > 0
-                                   ? T(d.override_value)
-                                   : T(avg_count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad));
-                T* dst = out + (p * s.oh + oh) * s.ow;
-                for (i64 o = 0; o < s.ow; ++o) dst[o] = sum[o] / (rows * cols[o]);
+            const UnitSpan span = unit_span(u, unit, s.planes, s.oh);
+            for (i64 p = span.p0; p < span.p1; ++p) {
+                const T* plane = x + p * s.h * s.w;
+                for (i64 oh = span.r0; oh < span.r1; ++oh) {
+                    if (plain_2x2(s))
+                        avg_pool_row_2x2<T>(s, plane, oh, sum);
+                    else if (s.sw == 1)
+                        avg_pool_row<T, 1>(s, plane, oh, sum);
+                    else if (s.sw == 2)
+                        avg_pool_row<T, 2>(s, plane, oh, sum);
+                    else
+                        avg_pool_row<T, 0>(s, plane, oh, sum);
+                    const T rows =
+                        d.override_value > 0
+                            ? T(d.override_value)
+                            : T(avg_count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad));
+                    T* dst = out + (p * s.oh + oh) * s.ow;
+                    for (i64 o = 0; o < s.ow; ++o) dst[o] = sum[o] / (rows * cols[o]);
+                }
             }
         }
         delete[] sum;
@@ -501,35 +523,36 @@ void conv(const ConvShape& s, const T* x, const T* weight, const T* bias, T* out
     team(u.count, nt, [&](UnitQueue& q) {
         T* acc = new T[s.ow];
         for (i64 unit; claim(q, unit);) {
-            const i64 plane = unit / u.row_blocks;  // n * K + k
-            const i64 r0 = (unit % u.row_blocks) * u.rows_per_block;
-            const i64 n = plane / s.k, k = plane % s.k, g = k / kg;
-            const T* image = x + (n * s.c + g * cg) * s.h * s.w;
-            const T* filter = weight + k * cg * s.kh * s.kw;
-            for (i64 oh = r0; oh < min_(r0 + u.rows_per_block, s.oh); ++oh) {
-                if (square == 3 && s.sw == 1)
-                    conv_row<T, 1, 3>(s, image, filter, oh, acc);
-                else if (square == 3 && s.sw == 2)
-                    conv_row<T, 2, 3>(s, image, filter, oh, acc);
-                else if (square == 5 && s.sw == 1)
-                    conv_row<T, 1, 5>(s, image, filter, oh, acc);
-                else if (square == 5 && s.sw == 2)
-                    conv_row<T, 2, 5>(s, image, filter, oh, acc);
-                else if (s.sw == 1)
-                    conv_row<T, 1>(s, image, filter, oh, acc);
-                else if (s.sw == 2)
-                    conv_row<T, 2>(s, image, filter, oh, acc);
-                else
-                    conv_row<T, 0>(s, image, filter, oh, acc);
-                const T b = bias ? bias[k] : T(0);
-                T* dst = out + (plane * s.oh + oh) * s.ow;
-                if (relu) {
-                    for (i64 o = 0; o < s.ow; ++o) {
-                        const T v = acc[o] + b;
-                        dst[o] = v < T(0) ? T(0) : v;  // keeps NaN
+            const UnitSpan span = unit_span(u, unit, s.n * s.k, s.oh);
+            for (i64 plane = span.p0; plane < span.p1; ++plane) {  // n * K + k
+                const i64 n = plane / s.k, k = plane % s.k, g = k / kg;
+                const T* image = x + (n * s.c + g * cg) * s.h * s.w;
+                const T* filter = weight + k * cg * s.kh * s.kw;
+                for (i64 oh = span.r0; oh < span.r1; ++oh) {
+                    if (square == 3 && s.sw == 1)
+                        conv_row<T, 1, 3>(s, image, filter, oh, acc);
+                    else if (square == 3 && s.sw == 2)
+                        conv_row<T, 2, 3>(s, image, filter, oh, acc);
+                    else if (square == 5 && s.sw == 1)
+                        conv_row<T, 1, 5>(s, image, filter, oh, acc);
+                    else if (square == 5 && s.sw == 2)
+                        conv_row<T, 2, 5>(s, image, filter, oh, acc);
+                    else if (s.sw == 1)
+                        conv_row<T, 1>(s, image, filter, oh, acc);
+                    else if (s.sw == 2)
+                        conv_row<T, 2>(s, image, filter, oh, acc);
+                    else
+                        conv_row<T, 0>(s, image, filter, oh, acc);
+                    const T b = bias ? bias[k] : T(0);
+                    T* dst = out + (plane * s.oh + oh) * s.ow;
+                    if (relu) {
+                        for (i64 o = 0; o < s.ow; ++o) {
+                            const T v = acc[o] + b;
+                            dst[o] = v < T(0) ? T(0) : v;  // keeps NaN
+                        }
+                    } else {
+                        for (i64 o = 0; o < s.ow; ++o) dst[o] = acc[o] + b;
                     }
-                } else {
-                    for (i64 o = 0; o < s.ow; ++o) dst[o] = acc[o] + b;
                 }
             }
         }
