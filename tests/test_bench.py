@@ -75,6 +75,23 @@ def test_table_shows_times_rates_shares_and_ratios():
     assert "1.00 ms" in cpp and "10%" in cpp and "4.00x" in cpp and "2.00x" in cpp
 
 
+def test_auto_is_rated_by_the_rounds_ratios_to_the_fastest_backend():
+    # the machine slows down by half after round 2: auto (running cpp) is 5-7%
+    # behind numba in every round, but its median falls among the slow rounds
+    numba = _cell(contender="numba", times=[1.0, 1.0, 1.0, 1.5, 1.5])
+    cpp = _cell(contender="cpp", times=[1.2] * 5)
+    auto = _cell(contender="auto", times=[1.05, 1.05, 1.6, 1.6, 1.6])
+    auto.path = "cpp"
+    assert report.paired_ratio(auto, numba) == pytest.approx(1.6 / 1.5)
+    assert auto.median / numba.median == pytest.approx(1.6)
+    text = report.format_auto("conv2d", [cpp, numba, auto])
+    assert "auto: within 10% of the fastest on 1 of 1 layers, worst 1.07x on tiny" in text
+    slow = _cell(contender="auto", times=[1.2, 1.2, 1.8, 1.8, 1.8])
+    assert "within 10% of the fastest on 0 of 1" in report.format_auto("conv2d", [numba, slow])
+    # samples that do not pair up (a contender failed mid-run): ratio of medians
+    assert report.paired_ratio(_cell(times=[2.0, 2.0]), numba) == pytest.approx(2.0)
+
+
 # ------------------------------------------------------- JSON and compare
 
 
@@ -193,6 +210,21 @@ def test_measure_layer_times_every_contender_and_checks_it(op):
                                                     ops.TEXTBOOK_OPS else [])
     assert all(len(c.times) == 2 and not c.error for c in cells), cells
     assert len(ticks) == 3 and notes == []
+
+
+def test_rounds_alternate_the_contenders_order(monkeypatch):
+    calls = []
+    fake = {name: (lambda name=name: calls.append(name) or np.zeros(1)) for name in "abc"}
+    monkeypatch.setattr(ops, "contenders", lambda *args, **kw: fake)
+    monkeypatch.setattr(ops, "reference", lambda *args: None)
+    monkeypatch.setattr(ops, "mismatch", lambda *args: "")
+    layer = ops.stand_in(ops.table("max_pool2d")[-1])
+    suite = runner.Suite(3, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
+    cells, _ = runner.measure_layer("max_pool2d", layer, np.float32, ["a", "b", "c"], None,
+                                    suite)
+    assert all(len(c.times) == 3 for c in cells)
+    rounds = [n for i, n in enumerate(calls) if i >= 9]  # after 3 checks of 3 calls each
+    assert "".join(rounds) == "abccbaabc"
 
 
 def test_stand_ins_keep_kernel_stride_padding_and_groups_kind():

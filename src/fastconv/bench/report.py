@@ -136,9 +136,19 @@ def format_table(op: str, cells: list[Cell], dtype: str, limits) -> str:
 AUTO_SLACK = 0.10
 
 
+def paired_ratio(cell: Cell, base: Cell) -> float:
+    """cell's time relative to base's: the median over the rounds of their two
+    samples' ratio (taken within a second or so of each other, so that the
+    machine's drift over a run cancels), else the ratio of their medians."""
+    if len(cell.times) != len(base.times) or not cell.times:
+        return cell.median / base.median
+    return statistics.median(t / b for t, b in zip(cell.times, base.times))
+
+
 def format_auto(op: str, cells: list[Cell]) -> str:
-    """Auto's contenders against the fastest fastconv backend of each layer
-    (medians), and what autotuning a layer's first call cost; "" without them."""
+    """Auto's contenders against the fastest fastconv backend of each layer (the
+    one with the lowest median; paired ratios, see paired_ratio), and what
+    autotuning a layer's first call cost; "" without them."""
     named = set(fc.backends())
     rows, within, layers = [], {a: 0 for a in ops.AUTO}, 0
     worst: dict[str, tuple[float, str]] = {}
@@ -152,7 +162,7 @@ def format_auto(op: str, cells: list[Cell]) -> str:
         layers += 1
         parts = []
         for c in autos:
-            ratio = c.median / best.median
+            ratio = paired_ratio(c, best)
             within[c.contender] += ratio <= 1 + AUTO_SLACK
             if ratio > worst.get(c.contender, (0.0, ""))[0]:
                 worst[c.contender] = (ratio, name)
@@ -167,9 +177,10 @@ def format_auto(op: str, cells: list[Cell]) -> str:
     head = (f"{'layer':<15} {'fastest':<6} {'median':>10}  "
             + "  ".join(f"{a + ' (x fastest)':<19}" for a in present)
             + f" {'1st tuned':>10}")
-    lines = [f"{op}: auto against the fastest backend of each layer (median time relative to "
-             f"it, < {1 + AUTO_SLACK:.2f}x is the aim); '1st tuned' is the first autotuned call, "
-             f"timing every candidate", head, "-" * len(head), *rows]
+    lines = [f"{op}: auto against the fastest backend of each layer (time relative to it, "
+             f"the median of the rounds' ratios; < {1 + AUTO_SLACK:.2f}x is the aim); "
+             f"'1st tuned' is the first autotuned call, timing every candidate",
+             head, "-" * len(head), *rows]
     lines += [f"{a}: within {AUTO_SLACK:.0%} of the fastest on {within[a]} of {layers} layers, "
               f"worst {worst[a][0]:.2f}x on {worst[a][1]}" for a in present]
     return "\n".join(lines)

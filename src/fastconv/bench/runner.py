@@ -7,8 +7,9 @@ page faults are behind us after these two calls). Then come `rounds` rounds; in
 each, every contender takes one sample in turn: as many back-to-back calls as
 last at least the suite's sample time, averaged. Interleaving the contenders
 round by round spreads any load the machine picks up over all of them, so their
-ratios stay fair on a shared machine. A cell's median and min are over its samples,
-its noise the spread of them (see `report`).
+ratios stay fair on a shared machine; every other round runs them in reverse
+order, so that no contender always follows the same one. A cell's median and
+min are over its samples, its noise the spread of them (see `report`).
 """
 
 from __future__ import annotations
@@ -139,8 +140,9 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
     del ref
     tick()
     by_name = {c.contender: c for c in cells}
-    for _ in range(suite.rounds):
-        for name, (call, inner) in list(live.items()):
+    for r in range(suite.rounds):
+        order = list(live.items())
+        for name, (call, inner) in order[::-1] if r % 2 else order:
             time.sleep(suite.settle)
             try:
                 with ops.contender_state(name):
