@@ -262,16 +262,28 @@ inline bool plain_2x2(const PoolShape& s) {
            s.dh == 1 && s.dw == 1 && 2 * s.oh <= s.h && 2 * s.ow <= s.w;
 }
 
-// Even and odd lanes of two vectors a, b: a0 a2 .. b0 b2 .. and a1 a3 .. b1 b3 ..
+// Even and odd lanes of two vectors a, b, regrouped within each 128-bit half
+// (a shuffle each): for float even = a0 a2 b0 b2 | a4 a6 b4 b6, odd = a1 a3 b1
+// b3 | a5 a7 b5 b7. Lanewise results of such vectors go back to the order
+// a0 a2 a4 a6 b0 b2 b4 b6 by in_order() (a permutation across the halves, which
+// a whole deinterleave would have needed for each vector).
 template <typename V>
-inline void deinterleave(V a, V b, V& even, V& odd) {
+inline void deinterleave_in_halves(V a, V b, V& even, V& odd) {
     if constexpr (sizeof(a) / sizeof(a[0]) == 8) {
-        even = __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14);
-        odd = __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15);
+        even = __builtin_shufflevector(a, b, 0, 2, 8, 10, 4, 6, 12, 14);
+        odd = __builtin_shufflevector(a, b, 1, 3, 9, 11, 5, 7, 13, 15);
     } else {
-        even = __builtin_shufflevector(a, b, 0, 2, 4, 6);
-        odd = __builtin_shufflevector(a, b, 1, 3, 5, 7);
+        even = __builtin_shufflevector(a, b, 0, 4, 2, 6);
+        odd = __builtin_shufflevector(a, b, 1, 5, 3, 7);
     }
+}
+
+template <typename V>
+inline V in_order(V v) {
+    if constexpr (sizeof(v) / sizeof(v[0]) == 8)
+        return __builtin_shufflevector(v, v, 0, 1, 4, 5, 2, 3, 6, 7);
+    else
+        return __builtin_shufflevector(v, v, 0, 2, 1, 3);
 }
 
 // The vector starts over `count` outputs: 0, L, 2L, ... and, for a last part
@@ -285,40 +297,29 @@ inline i64 vector_starts(i64 count, int lanes, Body body) {
 }
 
 // Output rows [r0, r1) of one plane, 2x2 windows at stride 2 inside it,
-// without indices: the maxima of each pair of input rows go into `pairs`
-// (kPairs values at most at a time), 2*OW per output row, so that the maxima
-// of their even and odd lanes form the outputs of all those rows in one loop
-// (per row, 28 outputs took 4 short loops; as Numba's pairs path does).
-constexpr i64 kPairs = 2048;
-
+// without indices: per vector of outputs, the maxima of the two input rows,
+// then of their even and odd lanes. (Row-pair maxima of many rows buffered
+// first, then their lanes in one loop, as Numba does, ran pool_56_k2s2
+// 1.4x slower: a store and load more per input and a permutation per vector.)
 template <typename T>
 void max_pool_rows_2x2(const PoolShape& s, const T* __restrict plane, i64 r0, i64 r1,
-                       T* __restrict out, T* __restrict pairs) {
+                       T* __restrict out) {
     using V = typename Lanes<T>::V;
     constexpr int L = Lanes<T>::n;
-    const i64 width = 2 * s.ow;
-    const i64 rows_at_once = max_(i64(1), kPairs / width);
-    for (i64 oh0 = r0; oh0 < r1; oh0 += rows_at_once) {
-        const i64 rows = min_(rows_at_once, r1 - oh0);
-        for (i64 r = 0; r < rows; ++r) {
-            const T* a = plane + 2 * (oh0 + r) * s.w;
-            const T* b = a + s.w;
-            T* m = pairs + r * width;
-            i64 x = 0;
-            for (; x + L <= width; x += L) store(m + x, max_or_nan(load<V>(a + x), load<V>(b + x)));
-            for (; x < width; ++x) m[x] = b[x] > a[x] || b[x] != b[x] ? b[x] : a[x];
-        }
-        T* dst = out + oh0 * s.ow;
-        const i64 count = rows * s.ow;
-        const i64 done = vector_starts(count, L, [&](i64 o) {
+    const auto max2 = [](T a, T b) { return b > a || b != b ? b : a; };
+    for (i64 oh = r0; oh < r1; ++oh) {
+        const T* a = plane + 2 * oh * s.w;
+        const T* b = a + s.w;
+        T* dst = out + oh * s.ow;
+        const i64 done = vector_starts(s.ow, L, [&](i64 o) {
             V even, odd;
-            deinterleave(load<V>(pairs + 2 * o), load<V>(pairs + 2 * o + L), even, odd);
-            store(dst + o, max_or_nan(even, odd));
+            deinterleave_in_halves(max_or_nan(load<V>(a + 2 * o), load<V>(b + 2 * o)),
+                                   max_or_nan(load<V>(a + 2 * o + L), load<V>(b + 2 * o + L)),
+                                   even, odd);
+            store(dst + o, in_order(max_or_nan(even, odd)));
         });
-        for (i64 o = done; o < count; ++o) {
-            const T a = pairs[2 * o], b = pairs[2 * o + 1];
-            dst[o] = b > a || b != b ? b : a;
-        }
+        for (i64 o = done; o < s.ow; ++o)
+            dst[o] = max2(max2(a[2 * o], b[2 * o]), max2(a[2 * o + 1], b[2 * o + 1]));
     }
 }
 
@@ -330,14 +331,14 @@ void max_pool(const PoolShape& s, const T* x, T* out, std::int64_t* indices, int
     team(u.count, nt, [&](UnitQueue& q) {
         T* best = new T[s.ow];
         I* tap = new I[s.ow];
-        T* rowmax = new T[max_(s.w, max_(kPairs, 2 * s.ow))];  // or pairs of rows' maxima
+        T* rowmax = new T[s.w];
         const bool pairs = !indices && plain_2x2(s);
         for (i64 unit; claim(q, unit);) {
             const UnitSpan span = unit_span(u, unit, s.planes, s.oh);
             for (i64 p = span.p0; p < span.p1; ++p) {
                 const T* plane = x + p * s.h * s.w;
                 if (pairs) {
-                    max_pool_rows_2x2<T>(s, plane, span.r0, span.r1, out + p * s.oh * s.ow, rowmax);
+                    max_pool_rows_2x2<T>(s, plane, span.r0, span.r1, out + p * s.oh * s.ow);
                     continue;
                 }
                 for (i64 oh = span.r0; oh < span.r1; ++oh) {
@@ -399,9 +400,9 @@ void avg_pool_row_2x2(const PoolShape& s, const T* __restrict plane, i64 oh, T* 
     const T* r1 = r0 + s.w;
     const i64 done = vector_starts(s.ow, L, [&](i64 o) {
         V e0, o0, e1, o1;
-        deinterleave(load<V>(r0 + 2 * o), load<V>(r0 + 2 * o + L), e0, o0);
-        deinterleave(load<V>(r1 + 2 * o), load<V>(r1 + 2 * o + L), e1, o1);
-        store(sum + o, V{} + e0 + o0 + e1 + o1);
+        deinterleave_in_halves(load<V>(r0 + 2 * o), load<V>(r0 + 2 * o + L), e0, o0);
+        deinterleave_in_halves(load<V>(r1 + 2 * o), load<V>(r1 + 2 * o + L), e1, o1);
+        store(sum + o, in_order(V{} + e0 + o0 + e1 + o1));
     });
     for (i64 o = done; o < s.ow; ++o)
         sum[o] = T(0) + r0[2 * o] + r0[2 * o + 1] + r1[2 * o] + r1[2 * o + 1];
