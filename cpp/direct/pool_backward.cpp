@@ -1,7 +1,10 @@
-// Gradients of pooling: scatter-adds into each input plane, planes in parallel.
+// Gradients of pooling: scatter-adds into each input plane, runs of planes in
+// parallel (16 runs a thread, as in the forward kernels: a claim per small
+// plane cost more than the plane).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <vector>
 
 #include "direct.h"
 
@@ -9,13 +12,29 @@ namespace fastconv {
 
 using i64 = std::int64_t;
 
+namespace {
+
+// body(plane) for every plane, in runs of planes on up to `threads` threads;
+// make(), called once per thread, gives the scratch state passed along.
+template <typename Make, typename Body>
+void for_plane_runs(i64 planes, int threads, Make make, Body body) {
+    const i64 per = std::max<i64>(1, planes / (16 * threads));
+    team((planes + per - 1) / per, threads, [&](UnitQueue& q) {
+        auto state = make();
+        for (i64 unit; claim(q, unit);)
+            for (i64 p = unit * per; p < std::min(planes, unit * per + per); ++p) body(p, state);
+    });
+}
+
+}  // namespace
+
 template <typename T>
 bool max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t* indices,
                        T* grad_input, int threads) {
     const i64 outs = s.oh * s.ow, plane = s.h * s.w;
     const int nt = threads_for(s.planes * (outs + plane), s.planes, threads);
     std::atomic<bool> stray{false};
-    parallel_for(s.planes, nt, [&](i64 p) {
+    for_plane_runs(s.planes, nt, [] { return 0; }, [&](i64 p, int) {
         T* dst = grad_input + p * plane;
         std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
@@ -33,6 +52,11 @@ bool max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t
     return !stray.load();
 }
 
+// Per output row, its shares (grad / divisor) are spread along a row buffer,
+// tap column by tap column (long strided loops), and the buffer is added to
+// each input row of the windows: KW scalar adds per output and KH vector row
+// adds, instead of KH*KW scalar adds per output (pool_112_k3s2 ran 2x slower
+// than Numba so).
 template <typename T>
 void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_out, T* grad_input,
                        int threads) {
@@ -42,7 +66,19 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
         const i64 start = o * stride - pad, end = std::min(start + k, size + pad);
         return include_pad ? end - start : std::min(end, size) - std::max<i64>(start, 0);
     };
-    parallel_for(s.planes, nt, [&](i64 p) {
+    std::vector<i64> cols(s.ow), lo(s.kw), hi(s.kw);
+    for (i64 ow = 0; ow < s.ow; ++ow)
+        cols[ow] = count(ow, s.w, s.kw, s.sw, s.pw, d.count_include_pad);
+    for (i64 kw = 0; kw < s.kw; ++kw) {  // the outputs whose tap kw is inside the row
+        const i64 off = kw - s.pw;
+        lo[kw] = std::min(s.ow, off >= 0 ? 0 : (-off + s.sw - 1) / s.sw);
+        hi[kw] = std::max(lo[kw], std::min(s.ow, s.w - off > 0 ? (s.w - off - 1) / s.sw + 1 : 0));
+    }
+    struct Rows {
+        std::vector<T> spread, share;
+    };
+    const auto make = [&] { return Rows{std::vector<T>(s.w), std::vector<T>(s.ow)}; };
+    for_plane_runs(s.planes, nt, make, [&](i64 p, Rows& r) {
         T* dst = grad_input + p * plane;
         std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
@@ -50,16 +86,18 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
             const i64 rows = count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad);
             const i64 h0 = std::max<i64>(oh * s.sh - s.ph, 0);
             const i64 h1 = std::min(oh * s.sh - s.ph + s.kh, s.h);
-            for (i64 ow = 0; ow < s.ow; ++ow) {
-                const i64 divisor =
-                    d.override_value > 0
-                        ? d.override_value
-                        : rows * count(ow, s.w, s.kw, s.sw, s.pw, d.count_include_pad);
-                const T share = g[oh * s.ow + ow] / T(divisor);
-                const i64 w0 = std::max<i64>(ow * s.sw - s.pw, 0);
-                const i64 w1 = std::min(ow * s.sw - s.pw + s.kw, s.w);
-                for (i64 ih = h0; ih < h1; ++ih)
-                    for (i64 iw = w0; iw < w1; ++iw) dst[ih * s.w + iw] += share;
+            if (h0 >= h1) continue;
+            for (i64 ow = 0; ow < s.ow; ++ow)
+                r.share[ow] = g[oh * s.ow + ow] /
+                              T(d.override_value > 0 ? d.override_value : rows * cols[ow]);
+            std::fill(r.spread.begin(), r.spread.end(), T(0));
+            for (i64 kw = 0; kw < s.kw; ++kw) {
+                T* at = r.spread.data() + kw - s.pw;
+                for (i64 ow = lo[kw]; ow < hi[kw]; ++ow) at[ow * s.sw] += r.share[ow];
+            }
+            for (i64 ih = h0; ih < h1; ++ih) {
+                T* row = dst + ih * s.w;
+                for (i64 iw = 0; iw < s.w; ++iw) row[iw] += r.spread[iw];
             }
         }
     });

@@ -39,7 +39,7 @@ except the rows marked (earlier), from previous sessions.
     resnet_stem / alexnet_c1            91 / 70 ms   53 / 39  114 / 88   strided: numba
     resnet_3x3_7 / _14                  49 / 49 ms   91 / 54  112 / 60   stride 1: cpp
     resnet_3x3_28 / _56                 44 / 42 ms   42 / 48   61 / 124
-    batch1_3x3_56                      6.7-7.1 ms  6.0-6.4  8.3-8.9  (close)
+    batch1_3x3_56                      5.2-6.0 ms  5.8-6.9  13-17    (grad weight in filter slices)
     n1 c512 7x7 / n1 c256 14x14        13 / 6.1 ms  20 / 10  15 / 6.5
     lenet_c1 / lenet_c2                  1.1 / 1.1 ms  2.0 / 1.9  4.9 / 5.9
 
@@ -47,14 +47,14 @@ except the rows marked (earlier), from previous sessions.
     im2col, 3x3 layers                   1.0    1.0-1.8x 1.8-3.7x slower   unfold: cpp
     im2col pointwise_1x1                 5.1 ms  6.1 ms  2.1 ms  1x1 unfold: numpy
     col2im, the table                    1.0    0.75-1.4x 1.4-4.7x          unfold: cpp
-    max_pool2d, no indices               6.2 / 1.3 / 0.24 ms  6.4 / 0.79 / 0.25  pooling: cpp
-    max_pool2d with indices              23 / 1.2 / 0.64 ms   60 / 3.0 / 4.0
-    avg_pool2d                           5.9 / 1.6 / 0.45 ms  7.1 / 1.6 / 0.62
-    max_pool2d_backward                  31 / 3.3 / 1.1 ms    49 / 5.0 / 1.6
-    avg_pool2d_backward                  47 / 9.4 / 1.0 ms    26 / 5.0 / 0.35  numba
-      (pool_112_k3s2 / pool_56_k2s2 / pool_lenet; numpy 2-40x slower. Today
-      max_pool2d without indices on pool_lenet: numba's new 2x2 path about
-      even with cpp)
+    max_pool2d with indices              23 / 1.2 / 0.64 ms   60 / 3.0 / 4.0     pooling: cpp
+
+    pooling, 2026-11-27 afternoon        cpp                   numba
+    max_pool2d, no indices               2.6 / 0.17 / 0.064 ms  3.6 / 0.23 / 0.068
+    avg_pool2d                           3.9 / 0.25 / 0.071 ms  4.3 / 1.0 / 0.22
+    max_pool2d_backward                  9.8 / 1.9 / 0.27 ms    21 / 3.8 / 0.95
+    avg_pool2d_backward                  5.8 / 1.0 / 0.25 ms    8.1 / 1.3 / 0.29
+      (pool_112_k3s2 / pool_56_k2s2 / pool_lenet; numpy 2-40x slower)
 
 Numba's first call in a process imports Numba (~1 s) and, on a cold kernel
 cache, compiles (seconds); the rules count steady-state time only.
@@ -109,9 +109,7 @@ _BWD = Rule("gradients", CPP, None, "stride 1: cpp's direct weight gradient and 
 _IM2COL_POINTWISE = Rule("1x1 unfold", NUMPY, None,
                          "a 1x1 unit-stride unfold is a transpose: NumPy's copy (2.4x cpp)")
 _UNFOLD = Rule("unfold", CPP, None, "cpp's unfolding kernels")
-_POOL = Rule("pooling", CPP, None, "cpp's vector kernels")
-_AVG_BWD = Rule("average pooling gradient", NUMBA, None,
-                "Numba's per-plane scatter (1.8-2.9x cpp)")
+_POOL = Rule("pooling", CPP, None, "cpp's vector kernels (1.1-4x Numba)")
 
 
 def _conv2d(s) -> Rule:
@@ -146,7 +144,7 @@ def auto(op: str, spec) -> Rule:
         return _UNFOLD
     if spec.n * spec.c * spec.oh * spec.ow * spec.kh * spec.kw <= TINY_WORK:
         return _TINY
-    return _AVG_BWD if op == "avg_pool2d_backward" else _POOL
+    return _POOL
 
 
 def cpp_kernels(spec) -> tuple[str, ...]:
