@@ -198,6 +198,8 @@ BACKWARD_CASES = CONV_CASES + [
     ((1, 64, 24, 24), (8, 64, 3, 3), 2, 1, 1, 1),    # large, stride 2: unfold + GEMM
     ((2, 32, 30, 30), (32, 1, 3, 3), 1, 1, 1, 32),   # large depthwise: input grad direct
     ((1, 18, 20, 20), (18, 6, 3, 3), 1, 1, 1, 3),    # grad weight in filter slices across groups
+    ((1, 3, 67, 67), (8, 3, 11, 11), 4, 2, 1, 1),    # an image in pieces of rows that overlap
+    ((2, 16, 30, 30), (8, 16, 7, 7), 1, 0, 1, 1),    # the same at stride 1, "valid"
 ]
 
 
@@ -225,7 +227,7 @@ def test_weight_gradient_ignores_inputs_outside_a_taps_windows(isa):
     assert np.isinf(gw[..., 2]).all()
 
 
-@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-7:])
+@pytest.mark.parametrize("case", CONV_CASES[:5] + BACKWARD_CASES[-9:])
 def test_conv2d_backward_is_bitwise_independent_of_threads(case):
     x, w, _, kw = _conv_case(case, np.float32, seed=2)
     g = np.random.default_rng(3).standard_normal(fc.explain("conv2d", x, w, **kw).out_shape)

@@ -52,8 +52,11 @@ namespace fastconv {
 
 // Gradients of conv2d (without activation) for grad_out (N, K, OH, OW):
 // grad_input (N, C, H, W) through the adjoint of im2col, grad_weight through
-// GEMMs over the im2col matrix of chunks of images (summed in order), grad_bias
-// (K). The workspace is two im2col matrices of a chunk of at most 8 MB (or one image).
+// GEMMs over the im2col matrix (or a direct kernel at stride 1), both over
+// pieces of the batch that stay in L2 (images, or rows of one image); at
+// stride 1 with about "same" padding, grad_input as a convolution and
+// grad_weight over chunks of images of at most 8 MB of im2col matrix.
+// grad_bias (K). Partial sums are added in an order fixed by the shape.
 template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads);

@@ -92,35 +92,64 @@ void grad_bias_sums(const ConvShape& s, const T* grad_out, T* grad_bias, int thr
     });
 }
 
-/* c (m x n) (+)= a (m x k) * b (k x n) on the calling thread */
+/* c (m x n) (+)= a (m x k) * b (k x n) on the calling thread; a_packed as for
+   gemm_block */
 template <typename T>
 void gemm_here(i64 m, i64 n, i64 k, MatView<T> a, MatView<T> b, T* c, i64 ldc, bool accumulate,
-               GemmWorkspace<T>& ws) {
+               GemmWorkspace<T>& ws, const T* a_packed = nullptr) {
     for (i64 j0 = 0; j0 < n; j0 += Blocking<T>::nc)
         gemm_block<T>(m, n, k, a, b, c, ldc, accumulate, nullptr, false, j0,
-                      std::min(Blocking<T>::nc, n - j0), 0, m, ws);
+                      std::min(Blocking<T>::nc, n - j0), 0, m, ws, a_packed);
 }
 
-// Images per unit of the small-image backward; 0 when one image's im2col
-// matrix is too large for it.
+// The pieces of the batch that the L2 backward's units unfold and fold:
+// `images` whole images, or (images == 1) `rows` output rows of one image.
+struct Pieces {
+    i64 images, rows;
+};
+
+// Sized so that a piece's im2col matrix and its gradient (a unit works on one
+// of them) stay in a 512 KB L2 with room for the GEMM's packed blocks: 192 KB
+// for whole images, 384 KB for rows (alexnet_c1 1.07x faster than 192, 768
+// even); {0, 0} when an image does not fit and rows are not allowed.
 template <typename T>
-i64 images_per_l2_chunk(const ConvShape& s) {
-    // the chunk's im2col matrix and its gradient, with room left in a 512 KB L2
-    // for the GEMM's packed blocks
-    constexpr i64 kBudgetBytes = 192 << 10;
-    const i64 per_image = s.c * s.kh * s.kw * s.oh * s.ow * i64(sizeof(T)) * 2;
-    return per_image > kBudgetBytes ? 0 : std::min(s.n, kBudgetBytes / per_image);
+Pieces l2_pieces(const ConvShape& s, bool row_pieces) {
+    constexpr i64 kImagesBytes = 192 << 10, kRowsBytes = 384 << 10;
+    const i64 per_row = s.c * s.kh * s.kw * s.ow * i64(sizeof(T)) * 2;
+    const i64 per_image = per_row * s.oh;
+    if (per_image <= kImagesBytes) return {std::min(s.n, kImagesBytes / per_image), s.oh};
+    if (!row_pieces) return {0, 0};
+    return {1, std::clamp<i64>(kRowsBytes / per_row, 1, s.oh)};
 }
 
-/* g[k][j*P + p] <- grad_out[n0 + j][k][p] for j < images: the gradient of a
-   chunk of images as one matrix */
+/* A piece's convolution: images [n0, ...) of x and grad_out seen from n0,
+   output rows [oh0, oh0 + rows) (the row shift goes into pad_top). */
+ConvShape piece_shape(const ConvShape& s, i64 images, i64 oh0, i64 rows) {
+    ConvShape p = s;
+    p.n = images, p.oh = rows, p.pad_top = s.pad_top - oh0 * s.sh;
+    return p;
+}
+
+/* g[k][j*P + p] <- grad_out[n0 + j][k][oh0*OW + p], P = rows*OW, for j < images:
+   the gradient of a piece as one matrix */
 template <typename T>
-void gather_grad(const ConvShape& s, const T* grad_out, i64 n0, i64 images, T* g) {
-    const i64 pixels = s.oh * s.ow;
+void gather_grad(const ConvShape& s, const T* grad_out, i64 n0, i64 images, i64 oh0, i64 rows,
+                 T* g) {
+    const i64 pixels = s.oh * s.ow, piece = rows * s.ow;
     for (i64 j = 0; j < images; ++j)
         for (i64 k = 0; k < s.k; ++k)
-            std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels, pixels,
-                        g + k * images * pixels + j * pixels);
+            std::copy_n(grad_out + ((n0 + j) * s.k + k) * pixels + oh0 * s.ow, piece,
+                        g + k * images * piece + j * piece);
+}
+
+/* The gradient of a piece as a K x P matrix: grad_out itself for one image's
+   rows, else gathered into g */
+template <typename T>
+MatView<T> grad_piece(const ConvShape& s, const T* grad_out, i64 n0, i64 images, i64 oh0,
+                      i64 rows, T* g) {
+    if (images == 1) return {grad_out + n0 * s.k * s.oh * s.ow + oh0 * s.ow, s.oh * s.ow, 1};
+    gather_grad(s, grad_out, n0, images, oh0, rows, g);
+    return {g, images * rows * s.ow, 1};
 }
 
 /* Images per step of the direct grad weight kernel: about 2^21 multiply-adds
@@ -188,30 +217,43 @@ void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* gr
     sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
 }
 
-/* conv2d_backward for images small enough that a chunk of them stays in one
-   core's L2 from unfolding to folding. Each unit runs on one thread from
-   start to end (handing im2col matrices between threads step by step cost
-   more than the second thread gained): grad input units are one chunk each;
-   grad weight units (see WeightSplit, first in the same team, so that the
-   small units even out the threads' shares) run the direct kernel, or unfold
-   and multiply chunk by chunk. */
+/* conv2d_backward in pieces (see Pieces) small enough to stay in one core's L2
+   from unfolding to folding. Each unit runs on one thread from start to end
+   (handing im2col matrices between threads step by step cost more than the
+   second thread gained): grad input units are one piece of whole images each,
+   or one image whose row pieces are folded in order (pieces of rows overlap in
+   input rows); grad weight units (see WeightSplit, first in the same team, so
+   that the small units even out the threads' shares) run the direct kernel, or
+   unfold and multiply piece by piece. */
 template <typename T>
-void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, const T* x,
+void backward_in_l2_pieces(const ConvShape& s, Pieces pieces, const T* grad_out, const T* x,
                            const T* weight, T* grad_input, T* grad_weight, int threads) {
     const i64 cg = s.c / s.groups, kg = s.k / s.groups;
-    const i64 depth = cg * s.kh * s.kw, pixels = s.oh * s.ow, plane = s.h * s.w;
-    const i64 input_units = (s.n + chunk - 1) / chunk, weight_size = s.k * depth;
+    const i64 depth = cg * s.kh * s.kw, plane = s.h * s.w;
+    const i64 input_units = (s.n + pieces.images - 1) / pieces.images, weight_size = s.k * depth;
+    const i64 piece = pieces.images * pieces.rows * s.ow;  // GEMM columns of a full piece
     const bool direct_weight = direct_weight_grad_pays(s);
-    const WeightSplit split = weight_split<T>(s, direct_weight ? weight_grad_step(s) : chunk);
+    const WeightSplit split =
+        weight_split<T>(s, direct_weight ? weight_grad_step(s) : pieces.images);
     T* partial = scratch<T>(ScratchSlot::partials, split.units * weight_size);
+    // the grad input GEMMs' a, weight^T per group, packed once for every piece
+    const int mr = gemm_ukernel<T>().mr;
+    const i64 group_packed = (depth + mr - 1) / mr * mr * kg;
+    T* packed = scratch<T>(ScratchSlot::packed_weights, s.groups * group_packed);
+    for (i64 grp = 0; grp < s.groups; ++grp)
+        pack_a_rows<T>({weight + grp * kg * depth, 1, depth}, 0, depth, kg,
+                       packed + grp * group_packed);
     const auto weight_kernel = direct_kernels<T>().conv_weight_grad;
-    const int nt = threads_for(2 * s.n * s.k * depth * pixels, split.units + input_units, threads);
+    const int nt = threads_for(2 * s.n * s.k * depth * s.oh * s.ow, split.units + input_units,
+                               threads);
     team(split.units + input_units, nt, [&](UnitQueue& q) {
-        // this thread's buffers (the caller's slots are free: it holds only `partial`)
-        const i64 cols_size = s.c * s.kh * s.kw * pixels * chunk;
+        // this thread's buffers (the caller's slots are free: it holds only
+        // `partial` and `packed`); grad weight's im2col matrix in the textbook's
+        // layout (pixels x taps), so that the GEMM reads its b by rows
+        const i64 cols_size = s.c * s.kh * s.kw * piece;
         T* cols = direct_weight ? nullptr : scratch<T>(ScratchSlot::backward_cols, cols_size);
         T* dcols = scratch<T>(ScratchSlot::backward_dcols, cols_size);
-        T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
+        T* g = scratch<T>(ScratchSlot::backward_grad, s.k * piece);
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
             if (unit < split.units) {
@@ -224,27 +266,34 @@ void backward_in_l2_chunks(const ConvShape& s, i64 chunk, const T* grad_out, con
                         weight_kernel(s, grad_out, x, n0, n0 + images, 0, s.k, part, n0 > begin);
                         continue;
                     }
-                    ConvShape piece = s;
-                    piece.n = images;
-                    const i64 ld = images * pixels;
-                    unfold_images(piece, x + n0 * s.c * plane, cols, 1);
-                    gather_grad(s, grad_out, n0, images, g);
-                    for (i64 grp = 0; grp < s.groups; ++grp)
-                        gemm_here<T>(kg, depth, ld, {g + grp * kg * ld, ld, 1},
-                                     {cols + grp * depth * ld, 1, ld}, part + grp * kg * depth,
-                                     depth, n0 > begin, ws);
+                    for (i64 oh0 = 0; oh0 < s.oh; oh0 += pieces.rows) {
+                        const i64 rows = std::min(pieces.rows, s.oh - oh0);
+                        const i64 ld = images * rows * s.ow;
+                        im2col_rows(piece_shape(s, images, oh0, rows), x + n0 * s.c * plane,
+                                    cols, 1);
+                        const MatView<T> gv = grad_piece(s, grad_out, n0, images, oh0, rows, g);
+                        for (i64 grp = 0; grp < s.groups; ++grp)
+                            gemm_here<T>(kg, depth, ld, {gv.p + grp * kg * gv.rs, gv.rs, 1},
+                                         {cols + grp * depth, s.c * s.kh * s.kw, 1},
+                                         part + grp * kg * depth, depth,
+                                         n0 > begin || oh0 > 0, ws);
+                    }
                 }
                 continue;
             }
-            const i64 n0 = (unit - split.units) * chunk;
-            ConvShape piece = s;
-            piece.n = std::min(chunk, s.n - n0);
-            const i64 ld = piece.n * pixels;
-            gather_grad(s, grad_out, n0, piece.n, g);
-            for (i64 grp = 0; grp < s.groups; ++grp)
-                gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth},
-                             {g + grp * kg * ld, ld, 1}, dcols + grp * depth * ld, ld, false, ws);
-            fold_images(piece, dcols, grad_input + n0 * s.c * plane, 1);
+            const i64 n0 = (unit - split.units) * pieces.images;
+            const i64 images = std::min(pieces.images, s.n - n0);
+            for (i64 oh0 = 0; oh0 < s.oh; oh0 += pieces.rows) {
+                const i64 rows = std::min(pieces.rows, s.oh - oh0);
+                const i64 ld = images * rows * s.ow;
+                const MatView<T> gv = grad_piece(s, grad_out, n0, images, oh0, rows, g);
+                for (i64 grp = 0; grp < s.groups; ++grp)
+                    gemm_here<T>(depth, ld, kg, {weight + grp * kg * depth, 1, depth},
+                                 {gv.p + grp * kg * gv.rs, gv.rs, 1}, dcols + grp * depth * ld,
+                                 ld, false, ws, packed + grp * group_packed);
+                fold_images(piece_shape(s, images, oh0, rows), dcols,
+                            grad_input + n0 * s.c * plane, 1, oh0 == 0);
+            }
         }
     });
     sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
@@ -260,8 +309,22 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         std::fill(grad_weight, grad_weight + s.k * depth, T(0));
         return;
     }
-    if (const i64 chunk = images_per_l2_chunk<T>(s)) {
-        backward_in_l2_chunks(s, chunk, grad_out, x, weight, grad_input, grad_weight, threads);
+    // At stride 1 the input gradient is a convolution of grad_out with the
+    // filters flipped and transposed, padded to "full": the forward GEMM
+    // kernel computes it for the whole batch, with no im2col matrix to fold.
+    // It multiplies by the zeros of that padding too, so only where the input
+    // is hardly larger than the output ("same" padding). Every other shape
+    // goes in pieces through L2, of rows where an image does not fit.
+    const bool as_conv = s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
+                         s.pad_left <= s.dw * (s.kw - 1) && 4 * plane <= 5 * pixels;
+    if (const Pieces pieces = l2_pieces<T>(s, !as_conv); pieces.images) {
+        backward_in_l2_pieces(s, pieces, grad_out, x, weight, grad_input, grad_weight, threads);
+        return;
+    }
+    // every element is written before it is read: no zero-filling
+    input_gradient_as_conv(s, grad_out, weight, grad_input, threads);
+    if (direct_weight_grad_pays(s)) {
+        weight_grad_direct(s, grad_out, x, grad_weight, threads);
         return;
     }
     // Images go in chunks whose im2col matrix fits a fixed budget (not the
@@ -270,20 +333,7 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
     constexpr i64 kChunkBytes = 8 << 20;
     const i64 per_image = s.c * s.kh * s.kw * pixels;
     const i64 chunk = std::max<i64>(1, std::min(s.n, kChunkBytes / (per_image * i64(sizeof(T)))));
-    // every element is written before it is read: no zero-filling
-    // At stride 1 the input gradient is a convolution of grad_out with the
-    // filters flipped and transposed, padded to "full": the forward GEMM
-    // kernel computes it for the whole batch, with no im2col matrix to fold.
-    // It multiplies by the zeros of that padding too, so only where the input
-    // is hardly larger than the output ("same" padding).
-    const bool as_conv = s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
-                         s.pad_left <= s.dw * (s.kw - 1) && 4 * plane <= 5 * pixels;
-    if (as_conv) input_gradient_as_conv(s, grad_out, weight, grad_input, threads);
-    const bool direct_weight = direct_weight_grad_pays(s);
-    if (direct_weight) weight_grad_direct(s, grad_out, x, grad_weight, threads);
-    if (as_conv && direct_weight) return;
-    T* cols = direct_weight ? nullptr : scratch<T>(ScratchSlot::backward_cols, per_image * chunk);
-    T* dcols = as_conv ? nullptr : scratch<T>(ScratchSlot::backward_dcols, per_image * chunk);
+    T* cols = scratch<T>(ScratchSlot::backward_cols, per_image * chunk);
     T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
     // grad weight is a small matrix (K x depth) summed over every pixel of the
     // batch: with few tiles of it, the pixels are cut into slices too
@@ -297,23 +347,13 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         ConvShape part = s;
         part.n = std::min(chunk, s.n - n0);
         const i64 cols_ld = part.n * pixels;
-        if (!direct_weight) unfold_images(part, x + n0 * s.c * plane, cols, threads);
-        gather_grad(s, grad_out, n0, part.n, g);
-        for (i64 grp = 0; grp < s.groups; ++grp) {
-            const T* gg = g + grp * kg * cols_ld;
-            /* grad_weight[grp*Kg + i][q] += sum_p g[grp*Kg + i][p] * cols[grp*depth + q][p] */
-            if (!direct_weight)
-                gemm_depth_sliced<T>(kg, depth, cols_ld, {gg, cols_ld, 1},
-                                     {cols + grp * depth * cols_ld, 1, cols_ld},
-                                     grad_weight + grp * kg * depth, n0 > 0, weight_slice,
-                                     threads);
-            if (as_conv) continue;
-            /* dcols[grp*depth + q][p] <- sum_i weight[grp*Kg + i][q] * g[grp*Kg + i][p] */
-            gemm<T>(depth, cols_ld, kg, {weight + grp * kg * depth, 1, depth}, {gg, cols_ld, 1},
-                    dcols + grp * depth * cols_ld, cols_ld, false, nullptr, false,
-                    threads);
-        }
-        if (!as_conv) fold_images(part, dcols, grad_input + n0 * s.c * plane, threads);
+        unfold_images(part, x + n0 * s.c * plane, cols, threads);
+        gather_grad(s, grad_out, n0, part.n, 0, s.oh, g);
+        /* grad_weight[grp*Kg + i][q] += sum_p g[grp*Kg + i][p] * cols[grp*depth + q][p] */
+        for (i64 grp = 0; grp < s.groups; ++grp)
+            gemm_depth_sliced<T>(kg, depth, cols_ld, {g + grp * kg * cols_ld, cols_ld, 1},
+                                 {cols + grp * depth * cols_ld, 1, cols_ld},
+                                 grad_weight + grp * kg * depth, n0 > 0, weight_slice, threads);
     }
 }
 

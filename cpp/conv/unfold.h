@@ -21,9 +21,10 @@ void col2im_rows(const ConvShape& s, const T* cols, T* out, int threads);
 template <typename T>
 void unfold_images(const ConvShape& s, const T* x, T* cols, int threads);
 
-/* x[j][c][ih][iw] <- sum of cols[(c*KH + kh)*KW + kw][j*OH*OW + oh*OW + ow] over the
-   taps that read it (the adjoint of unfold_images) */
+/* x[j][c][ih][iw] <- (0 if zero_first, else itself) + the sum of
+   cols[(c*KH + kh)*KW + kw][j*OH*OW + oh*OW + ow] over the taps that read it
+   (the adjoint of unfold_images) */
 template <typename T>
-void fold_images(const ConvShape& s, const T* cols, T* x, int threads);
+void fold_images(const ConvShape& s, const T* cols, T* x, int threads, bool zero_first);
 
 }  // namespace fastconv
