@@ -36,7 +36,7 @@ except the rows marked (earlier), from previous sessions.
     tiny                                53 us  116 us  180 us   tiny: cpp
     depthwise_3x3                        11 ms   45 ms  192 ms  depthwise: cpp
     pointwise_1x1                        52 ms   36 ms   33 ms  1x1: numpy
-    resnet_stem / alexnet_c1            91 / 70 ms   53 / 39  114 / 88   strided: numba
+    resnet_stem / alexnet_c1            65 / 48 ms   54 / 38  114 / 88   strided: numba
     resnet_3x3_7 / _14                  49 / 49 ms   91 / 54  112 / 60   stride 1: cpp
     resnet_3x3_28 / _56                 44 / 42 ms   42 / 48   61 / 124
     batch1_3x3_56                      5.2-6.0 ms  5.8-6.9  13-17    (grad weight in filter slices)
@@ -101,7 +101,7 @@ _BWD_POINTWISE = Rule("1x1 gradients", NUMPY, None,
 _BWD_DEPTHWISE = Rule("depthwise gradients", CPP, None,
                       "cpp's direct kernels for both gradients (4x Numba)")
 _BWD_STRIDED = Rule("strided gradients", NUMBA, None,
-                    "stride > 1: Numba's GEMM gradients in two waves (1.7-1.8x cpp, whose "
+                    "stride > 1: Numba's GEMM gradients in two waves (1.1-1.2x cpp, whose "
                     "direct weight-gradient kernel needs stride 1)")
 _BWD = Rule("gradients", CPP, None, "stride 1: cpp's direct weight gradient and GEMMs "
             "over chunks of images (1.0-1.9x Numba)")
