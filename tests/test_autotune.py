@@ -262,7 +262,7 @@ def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
     monkeypatch.setattr(_tuning, "SHORT_ROUNDS", _tuning.ROUNDS)  # counts as for long calls
     now = [0.0]
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
-    cost = {"slow": 2e-3, "fast": 1e-3, "hopeless": 9e-3}
+    cost = {"slow": 40e-3, "fast": 20e-3, "hopeless": 180e-3}
     runs = {name: 0 for name in cost}
 
     def run(name):
@@ -272,14 +272,16 @@ def test_measure_picks_the_fastest_by_a_fake_clock(monkeypatch):
     winner, seconds = _tuning.measure([(n, n) for n in cost], run)
     assert [n for n in cost][winner] == "fast"
     assert seconds == pytest.approx(cost)
-    # one warm-up and one call per sample (each is over MIN_SAMPLE); hopeless (9x
-    # the best) dropped after PRUNE_AFTER rounds, slow (2x) timed to the end
-    assert _tuning.MIN_SAMPLE < 1e-3 and _tuning.PRUNE < 9 and _tuning.PRUNE > 2
+    # one warm-up and one call per sample (each is over MIN_SAMPLE and too long
+    # for a wake-up call); hopeless (9x the best) dropped after PRUNE_AFTER
+    # rounds, slow (2x) timed to the end
+    assert _tuning.MIN_SAMPLE < 20e-3 and _tuning.WAKE_BELOW < 20e-3
+    assert _tuning.PRUNE < 9 and _tuning.PRUNE > 2
     assert runs["hopeless"] == 1 + _tuning.PRUNE_AFTER
     assert runs["fast"] == runs["slow"] == 1 + _tuning.ROUNDS
 
 
-@pytest.mark.parametrize("seconds, rounds", [(2.0**-13, "short"), (2.0**-7, "long")])
+@pytest.mark.parametrize("seconds, rounds", [(2.0**-16, "short"), (2.0**-7, "long")])
 def test_measure_gives_short_calls_more_rounds(monkeypatch, seconds, rounds):
     now = [0.0]  # binary fractions of a second: the fake clock adds up exactly
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
@@ -292,14 +294,17 @@ def test_measure_gives_short_calls_more_rounds(monkeypatch, seconds, rounds):
 
     winner, _ = _tuning.measure([(n, n) for n in cost], run)
     assert winner == 0
-    inner = {n: max(1, math.ceil(_tuning.MIN_SAMPLE / c)) for n, c in cost.items()}
-    round_time = sum(inner[n] * c for n, c in cost.items())
+    # per sample: an untimed call when the call is short, then the timed ones
+    per_sample = {n: int(c < _tuning.WAKE_BELOW)
+                  + max(1, min(_tuning.MAX_INNER, math.ceil(_tuning.MIN_SAMPLE / c)))
+                  for n, c in cost.items()}
+    round_time = sum(per_sample[n] * c for n, c in cost.items())
     if rounds == "short":  # SHORT_ROUNDS fit in SHORT_TIME
         assert _tuning.SHORT_ROUNDS * round_time < _tuning.SHORT_TIME
-        assert all(runs[n] == 1 + _tuning.SHORT_ROUNDS * inner[n] for n in cost)
+        assert all(runs[n] == 1 + _tuning.SHORT_ROUNDS * per_sample[n] for n in cost)
     else:  # ROUNDS take SHORT_TIME and more
         assert _tuning.ROUNDS * round_time >= _tuning.SHORT_TIME
-        assert all(runs[n] == 1 + _tuning.ROUNDS * inner[n] for n in cost)
+        assert all(runs[n] == 1 + _tuning.ROUNDS * per_sample[n] for n in cost)
 
 
 def test_measure_times_blas_callers_after_the_others(monkeypatch):
@@ -328,8 +333,8 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
     now, order, slept = [0.0], [], []
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
     monkeypatch.setattr(_tuning.time, "sleep", slept.append)
-    cost = {"numpy": 1.5e-3, "cpp": 1e-3, "numba": 1.2e-3, "cpp/direct": 2e-3,
-            "cpp/hopeless": 9e-3}
+    cost = {"numpy": 30e-3, "cpp": 20e-3, "numba": 24e-3, "cpp/direct": 40e-3,
+            "cpp/hopeless": 180e-3}  # one call per sample, none to wake threads
     burst = [True]
 
     def run(name):
@@ -340,7 +345,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
 
     candidates = [(n, n) for n in cost]
     winner, seconds = _tuning.measure(candidates, run, [True, False, True, False, False])
-    assert winner == 1 and seconds["cpp"] == pytest.approx(1e-3)
+    assert winner == 1 and seconds["cpp"] == pytest.approx(20e-3)
     assert slept == [_tuning.BLAS_SPIN]
     again = order[max(i for i, n in enumerate(order) if n in ("numpy", "numba")) + 1:]
     assert sorted(again) == ["cpp"] * _tuning.ROUNDS + ["cpp/direct"] * _tuning.ROUNDS

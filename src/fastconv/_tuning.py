@@ -16,7 +16,11 @@ last MIN_SAMPLE seconds; a candidate's time is its best sample, so load from
 elsewhere on a shared machine inflates a sample, rarely the best of five.
 Short calls, whose rounds take under SHORT_TIME in all, get more rounds, up to
 SHORT_ROUNDS: on a 0.2 ms pooling call, five samples of two backends 10%
-apart picked the slower one.
+apart picked the slower one. Calls under WAKE_BELOW also make one untimed
+call before each sample: a backend's worker threads sleep while the others
+run, and waking them cost the first call about 0.25 ms (cpp's max_pool2d on
+pool_56_k2s2 measured 0.44 ms instead of 0.2, and lost to Numba in 7 of 8
+tunings).
 When a BLAS caller comes out ahead, the others left get ROUNDS more rounds
 after BLAS_SPIN seconds (their first ones shared one stretch of time).
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
@@ -59,12 +63,13 @@ from pathlib import Path
 FORMAT = "fastconv-tuning/1"
 ROUNDS = 5
 SHORT_ROUNDS = 20  # rounds for short calls, while their rounds took under SHORT_TIME
-SHORT_TIME = 0.02  # seconds
-MIN_SAMPLE = 2e-4  # seconds of back-to-back calls per sample
+SHORT_TIME = 0.05  # seconds
+MIN_SAMPLE = 2e-3  # seconds of back-to-back calls per sample
 MAX_INNER = 50  # calls per sample at most
 PRUNE = 3.0  # after the second round, drop candidates this much slower than the best
 PRUNE_AFTER = 2  # rounds: a load spike rarely spans two samples of a candidate
 BLAS_SPIN = 0.12  # seconds OpenBLAS's threads keep spinning after a call (about 2^28 cycles)
+WAKE_BELOW = 0.01  # seconds: shorter calls get an untimed call before each sample
 
 
 class TuningCacheWarning(UserWarning):
@@ -376,6 +381,8 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
         for i in alive[shift:] + alive[:shift]:
             once = min(first[i], best[i])
             inner = max(1, min(MAX_INNER, math.ceil(MIN_SAMPLE / max(once, 1e-9))))
+            if once < WAKE_BELOW:  # wakes this candidate's threads, untimed
+                run(candidates[i][1])
             start = clock()
             for _ in range(inner):
                 run(candidates[i][1])
