@@ -52,10 +52,11 @@ bool max_pool_backward(const PoolShape& s, const T* grad_out, const std::int64_t
     return !stray.load();
 }
 
-// Per output row, its shares (grad / divisor) are spread along a row buffer,
-// tap column by tap column (long strided loops), and the buffer is added to
-// each input row of the windows: KW scalar adds per output and KH vector row
-// adds, instead of KH*KW scalar adds per output (pool_112_k3s2 ran 2x slower
+// Per output row, its shares (grad / divisor) are spread along a row of a
+// buffer, tap column by tap column (long strided loops); then each input row is
+// written once, as the sum of the spread rows of the windows that cover it:
+// KW scalar adds per output and vector adds per input row, instead of KH*KW
+// scalar adds per output into a zeroed plane (pool_112_k3s2 ran 2x slower
 // than Numba so).
 template <typename T>
 void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_out, T* grad_input,
@@ -66,9 +67,11 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
         const i64 start = o * stride - pad, end = std::min(start + k, size + pad);
         return include_pad ? end - start : std::min(end, size) - std::max<i64>(start, 0);
     };
-    std::vector<i64> cols(s.ow), lo(s.kw), hi(s.kw);
+    std::vector<i64> cols(s.ow), lo(s.kw), hi(s.kw), rows(s.oh);
     for (i64 ow = 0; ow < s.ow; ++ow)
         cols[ow] = count(ow, s.w, s.kw, s.sw, s.pw, d.count_include_pad);
+    for (i64 oh = 0; oh < s.oh; ++oh)
+        rows[oh] = count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad);
     for (i64 kw = 0; kw < s.kw; ++kw) {  // the outputs whose tap kw is inside the row
         const i64 off = kw - s.pw;
         lo[kw] = std::min(s.ow, off >= 0 ? 0 : (-off + s.sw - 1) / s.sw);
@@ -77,27 +80,35 @@ void avg_pool_backward(const PoolShape& s, const AvgDivisor& d, const T* grad_ou
     struct Rows {
         std::vector<T> spread, share;
     };
-    const auto make = [&] { return Rows{std::vector<T>(s.w), std::vector<T>(s.ow)}; };
+    const auto make = [&] { return Rows{std::vector<T>(s.oh * s.w), std::vector<T>(s.ow)}; };
     for_plane_runs(s.planes, nt, make, [&](i64 p, Rows& r) {
-        T* dst = grad_input + p * plane;
-        std::fill(dst, dst + plane, T(0));
         const T* g = grad_out + p * outs;
         for (i64 oh = 0; oh < s.oh; ++oh) {
-            const i64 rows = count(oh, s.h, s.kh, s.sh, s.ph, d.count_include_pad);
-            const i64 h0 = std::max<i64>(oh * s.sh - s.ph, 0);
-            const i64 h1 = std::min(oh * s.sh - s.ph + s.kh, s.h);
-            if (h0 >= h1) continue;
             for (i64 ow = 0; ow < s.ow; ++ow)
                 r.share[ow] = g[oh * s.ow + ow] /
-                              T(d.override_value > 0 ? d.override_value : rows * cols[ow]);
-            std::fill(r.spread.begin(), r.spread.end(), T(0));
+                              T(d.override_value > 0 ? d.override_value : rows[oh] * cols[ow]);
+            T* spread = r.spread.data() + oh * s.w;
+            std::fill(spread, spread + s.w, T(0));
             for (i64 kw = 0; kw < s.kw; ++kw) {
-                T* at = r.spread.data() + kw - s.pw;
+                T* at = spread + kw - s.pw;
                 for (i64 ow = lo[kw]; ow < hi[kw]; ++ow) at[ow * s.sw] += r.share[ow];
             }
-            for (i64 ih = h0; ih < h1; ++ih) {
-                T* row = dst + ih * s.w;
-                for (i64 iw = 0; iw < s.w; ++iw) row[iw] += r.spread[iw];
+        }
+        T* dst = grad_input + p * plane;
+        for (i64 ih = 0; ih < s.h; ++ih) {
+            // the windows oh*sh - ph <= ih < oh*sh - ph + kh, in order
+            const i64 first = std::max<i64>(0, (ih + s.ph - s.kh + s.sh) / s.sh);
+            const i64 last = std::min(s.oh - 1, (ih + s.ph) / s.sh);
+            T* row = dst + ih * s.w;
+            if (first > last) {
+                std::fill(row, row + s.w, T(0));
+                continue;
+            }
+            const T* a = r.spread.data() + first * s.w;
+            for (i64 iw = 0; iw < s.w; ++iw) row[iw] = T(0) + a[iw];
+            for (i64 oh = first + 1; oh <= last; ++oh) {
+                const T* b = r.spread.data() + oh * s.w;
+                for (i64 iw = 0; iw < s.w; ++iw) row[iw] += b[iw];
             }
         }
     });
