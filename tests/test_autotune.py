@@ -323,6 +323,9 @@ def test_measure_times_blas_callers_after_the_others(monkeypatch):
     first_blas = min(i for i, n in enumerate(order) if n != "cpp")
     assert last_cpp < first_blas
     assert order.count("cpp") == order.count("numpy") == order.count("numba")
+    # the BLAS callers one after the other, not interleaved
+    blas = [n for n in order[first_blas:]]
+    assert blas == sorted(blas, key=lambda n: n != "numpy")
 
 
 def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
@@ -346,7 +349,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
     candidates = [(n, n) for n in cost]
     winner, seconds = _tuning.measure(candidates, run, [True, False, True, False, False])
     assert winner == 1 and seconds["cpp"] == pytest.approx(20e-3)
-    assert slept == [_tuning.BLAS_SPIN]
+    assert slept == [_tuning.BLAS_SPIN] * 2  # between numpy and numba, then before cpp again
     again = order[max(i for i, n in enumerate(order) if n in ("numpy", "numba")) + 1:]
     assert sorted(again) == ["cpp"] * _tuning.ROUNDS + ["cpp/direct"] * _tuning.ROUNDS
 

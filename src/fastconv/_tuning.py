@@ -10,10 +10,11 @@ Later calls of the signature run the winner straight away.
 Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
 page faults), then ROUNDS rounds in which the candidates take turns (a
 different one first each round); candidates that call BLAS go through all
-this after the others, since OpenBLAS's spinning threads would slow the next
-candidate timed, each sample as many back-to-back calls as
-last MIN_SAMPLE seconds; a candidate's time is its best sample, so load from
-elsewhere on a shared machine inflates a sample, rarely the best of five.
+this after the others, one at a time with BLAS_SPIN between them, since
+OpenBLAS's spinning threads would slow the next candidate timed. Each sample
+is as many back-to-back calls as last MIN_SAMPLE seconds; a candidate's time
+is its best sample, so load from elsewhere on a shared machine inflates a
+sample, rarely the best of five.
 Short calls, whose rounds take under SHORT_TIME in all, get more rounds, up to
 SHORT_ROUNDS: on a 0.2 ms pooling call, five samples of two backends 10%
 apart picked the slower one. Calls under WAKE_BELOW also make one untimed
@@ -388,19 +389,35 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
                 run(candidates[i][1])
             best[i] = min(best[i], (clock() - start) / inner)
 
-    for phase in (False, True):
-        alive = timed[phase] = [i for i in range(len(candidates)) if blas[i] == phase]
-        for i in alive:  # warm-up: JIT compiles, first-touch page faults
+    def warm_up(group):  # JIT compiles, first-touch page faults
+        for i in group:
             start = clock()
             run(candidates[i][1])
             first[i] = clock() - start
+
+    def timed_rounds(alive):
+        """The rounds of `alive`; returns those left after pruning."""
         for r in rounds():
-            if not alive:  # every one pruned against the other phase's best
+            if not alive:  # every one pruned against the best so far
                 break
             one_round(alive, r)
-            if r == PRUNE_AFTER - 1:  # against the best of both phases so far
+            if r == PRUNE_AFTER - 1:  # against the best of every candidate so far
                 fastest = min(best)
-                alive = timed[phase] = [i for i in alive if best[i] <= PRUNE * fastest]
+                alive = [i for i in alive if best[i] <= PRUNE * fastest]
+        return alive
+
+    others = [i for i in range(len(candidates)) if not blas[i]]
+    warm_up(others)
+    timed[False] = timed_rounds(others)
+    # the BLAS callers one after the other, each after the previous one's
+    # threads stopped spinning (interleaved with NumPy's, Numba's samples of
+    # alexnet_c1's gradients took 1.2x their time, and cpp won the tuning)
+    timed[True] = []
+    for n, i in enumerate(i for i in range(len(candidates)) if blas[i]):
+        if n:
+            time.sleep(BLAS_SPIN)
+        warm_up([i])
+        timed[True] += timed_rounds([i])
     winner = min(range(len(candidates)), key=best.__getitem__)
     # A BLAS caller ahead: the others were all timed in one stretch, which one
     # burst of load from elsewhere can spoil (cpp lost 1 in 3 tunings of
