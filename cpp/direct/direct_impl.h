@@ -36,17 +36,15 @@ inline Span inside_span(i64 out, i64 size, i64 k, i64 stride, i64 pad, i64 dilat
     return {first, last};
 }
 
-// Work units: runs of whole planes when there are many (16 units a thread, as
-// Numba's chunks: a claim costs a cache line's trip between cores, and one per
-// plane made pool_56_k2s2 1.3x slower), else planes x row blocks, enough row
-// blocks that batch 1 is parallel too.
+// Work units: runs of whole planes when there are many (planes_per_unit), else
+// planes x row blocks, enough row blocks that batch 1 is parallel too.
 struct Units {
     i64 planes_per_unit, row_blocks, rows_per_block, count;
 };
 
 inline Units split_rows(i64 planes, i64 rows, int threads) {
     if (planes >= 4 * threads) {
-        const i64 per = max_(i64(1), planes / (16 * threads));
+        const i64 per = planes_per_unit(planes, threads);
         return {per, 1, rows, ceil_div(planes, per)};
     }
     i64 blocks = min_(ceil_div(4 * threads, planes), rows);

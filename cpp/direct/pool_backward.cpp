@@ -1,6 +1,5 @@
 // Gradients of pooling: scatter-adds into each input plane, runs of planes in
-// parallel (16 runs a thread, as in the forward kernels: a claim per small
-// plane cost more than the plane).
+// parallel (planes_per_unit, as the forward kernels).
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
@@ -18,7 +17,7 @@ namespace {
 // make(), called once per thread, gives the scratch state passed along.
 template <typename Make, typename Body>
 void for_plane_runs(i64 planes, int threads, Make make, Body body) {
-    const i64 per = std::max<i64>(1, planes / (16 * threads));
+    const i64 per = planes_per_unit(planes, threads);
     team((planes + per - 1) / per, threads, [&](UnitQueue& q) {
         auto state = make();
         for (i64 unit; claim(q, unit);)

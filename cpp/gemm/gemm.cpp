@@ -44,7 +44,6 @@ void pack_a(const MatView<T>& a, i64 i0, i64 rows, i64 p0, i64 kc, int mr, T* ap
     }
 }
 
-/* bp[panel][p][j] <- b[p0 + p][j0 + panel*NR + j], zero past column n */
 // dst[j] <- src[j] for j < nr: moves of a size known at compile time for the
 // micro-kernels' panel widths (std::copy called memmove for each row of a
 // panel: 14% of resnet_stem's backward).
@@ -63,6 +62,7 @@ inline void copy_panel_row(const T* src, int nr, T* dst) {
     }
 }
 
+/* bp[panel][p][j] <- b[p0 + p][j0 + panel*NR + j], zero past column n */
 template <typename T>
 void pack_b(const MatView<T>& b, i64 j0, i64 cols, i64 p0, i64 kc, int nr, T* bp) {
     for (i64 panel = 0; panel < ceil_div(cols, nr); ++panel, bp += kc * nr) {
