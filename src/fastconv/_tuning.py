@@ -13,8 +13,10 @@ different one first each round); candidates that call BLAS go through all
 this after the others, one at a time with BLAS_SPIN between them, since
 OpenBLAS's spinning threads would slow the next candidate timed. Each sample
 is as many back-to-back calls as last MIN_SAMPLE seconds; a candidate's time
-is its best sample, so load from elsewhere on a shared machine inflates a
-sample, rarely the best of five.
+is the median of its samples, which a burst of load from elsewhere on a
+shared machine moves only when it spoils most of them. (The best sample
+favoured a candidate that is sometimes fast: cpp's alexnet_c1 gradients take
+33-35 or 41-46 ms, Numba's 36-39, and cpp won the tunings on its fast mode.)
 Short calls, whose rounds take under SHORT_TIME in all, get more rounds, up to
 SHORT_ROUNDS: on a 0.2 ms pooling call, five samples of two backends 10%
 apart picked the slower one. Calls under WAKE_BELOW also make one untimed
@@ -23,7 +25,8 @@ run, and waking them cost the first call about 0.25 ms (cpp's max_pool2d on
 pool_56_k2s2 measured 0.44 ms instead of 0.2, and lost to Numba in 7 of 8
 tunings).
 When a BLAS caller comes out ahead, the others left get ROUNDS more rounds
-after BLAS_SPIN seconds (their first ones shared one stretch of time).
+after BLAS_SPIN seconds (their first ones shared one stretch of time), and
+keep the lower of their two stretches' medians.
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
 drop out (they cost the most time). The call's result comes from one more
 run of the winner, so timing never changes what the call returns. The timing
@@ -52,6 +55,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import threading
@@ -169,11 +173,11 @@ def _fail(message: str) -> None:
 
 @dataclass
 class Tuned:
-    """One signature's tuning: the winner and every candidate's best time."""
+    """One signature's tuning: the winner and each candidate's time per call."""
 
     backend: str
     kernel: str | None
-    seconds: dict[str, float]  # candidate label ("cpp/gemm", "numba", ...) -> best time
+    seconds: dict[str, float]  # candidate label ("cpp/gemm", "numba", ...) -> seconds per call
     tuning_seconds: float  # what timing the candidates cost (warm-ups and rounds)
     when: str = ""
     source: str = "measured"  # or "cache file"
@@ -357,7 +361,7 @@ def record(op: str, spec, threads: int, tuned: Tuned, save: bool = True) -> None
 
 def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     """Time `run(impl)` for each (label, impl) of `candidates`; return the index of
-    the fastest and {label: best seconds per call} (see the module docstring).
+    the fastest and {label: its seconds per call} (see the module docstring).
 
     uses_blas: per candidate, whether it calls BLAS. Those are timed after all
     the others: OpenBLAS's threads spin about 0.1 s after a call and would take
@@ -365,7 +369,8 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     clock = time.perf_counter
     blas = list(uses_blas) if uses_blas is not None else [False] * len(candidates)
     first = [math.inf] * len(candidates)
-    best = [math.inf] * len(candidates)
+    best = [math.inf] * len(candidates)  # sizes the samples, prunes
+    stretches = [[[]] for _ in candidates]  # per candidate: its samples, per stretch of time
     timed = {}  # phase -> the candidates left after pruning
 
     def rounds():
@@ -387,7 +392,13 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
             start = clock()
             for _ in range(inner):
                 run(candidates[i][1])
-            best[i] = min(best[i], (clock() - start) / inner)
+            sample = (clock() - start) / inner
+            best[i] = min(best[i], sample)
+            stretches[i][-1].append(sample)
+
+    def seconds(i):
+        """The lower of the candidate's medians over its stretches of samples."""
+        return min((statistics.median(s) for s in stretches[i] if s), default=math.inf)
 
     def warm_up(group):  # JIT compiles, first-touch page faults
         for i in group:
@@ -418,17 +429,19 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
             time.sleep(BLAS_SPIN)
         warm_up([i])
         timed[True] += timed_rounds([i])
-    winner = min(range(len(candidates)), key=best.__getitem__)
+    winner = min(range(len(candidates)), key=seconds)
     # A BLAS caller ahead: the others were all timed in one stretch, which one
     # burst of load from elsewhere can spoil (cpp lost 1 in 3 tunings of
     # batch1_3x3_56 so, at 1.6-2x its time). Time those left once more, when
-    # OpenBLAS's threads have stopped spinning; each keeps its best sample.
+    # OpenBLAS's threads have stopped spinning: a second stretch.
     if blas[winner] and timed[False]:
         time.sleep(BLAS_SPIN)
+        for i in timed[False]:
+            stretches[i].append([])
         for r in rounds():
             one_round(timed[False], r)
-        winner = min(range(len(candidates)), key=best.__getitem__)
-    return winner, {label: best[i] for i, (label, _) in enumerate(candidates)}
+        winner = min(range(len(candidates)), key=seconds)
+    return winner, {label: seconds(i) for i, (label, _) in enumerate(candidates)}
 
 
 def tune(op: str, spec, threads: int, candidates, run, uses_blas=None) -> tuple[int, Tuned]:
