@@ -16,6 +16,7 @@ enum class ScratchSlot {
     backward_cols,
     backward_dcols,
     backward_grad,
+    packed_grad,
     flipped_weight,
     partials,
     padded_input,

@@ -254,6 +254,10 @@ void backward_in_l2_pieces(const ConvShape& s, Pieces pieces, const T* grad_out,
         T* cols = direct_weight ? nullptr : scratch<T>(ScratchSlot::backward_cols, cols_size);
         T* dcols = scratch<T>(ScratchSlot::backward_dcols, cols_size);
         T* g = scratch<T>(ScratchSlot::backward_grad, s.k * piece);
+        // grad weight's a, a piece's gradient, packed once for its column blocks
+        const i64 grad_packed = (kg + mr - 1) / mr * mr * piece;
+        T* gp = direct_weight ? nullptr
+                              : scratch<T>(ScratchSlot::packed_grad, s.groups * grad_packed);
         GemmWorkspace<T> ws;
         for (i64 unit; claim(q, unit);) {
             if (unit < split.units) {
@@ -272,11 +276,15 @@ void backward_in_l2_pieces(const ConvShape& s, Pieces pieces, const T* grad_out,
                         im2col_rows(piece_shape(s, images, oh0, rows), x + n0 * s.c * plane,
                                     cols, 1);
                         const MatView<T> gv = grad_piece(s, grad_out, n0, images, oh0, rows, g);
-                        for (i64 grp = 0; grp < s.groups; ++grp)
-                            gemm_here<T>(kg, depth, ld, {gv.p + grp * kg * gv.rs, gv.rs, 1},
+                        for (i64 grp = 0; grp < s.groups; ++grp) {
+                            const MatView<T> a{gv.p + grp * kg * gv.rs, gv.rs, 1};
+                            T* a_packed = gp + grp * grad_packed;
+                            pack_a_rows<T>(a, 0, kg, ld, a_packed);
+                            gemm_here<T>(kg, depth, ld, a,
                                          {cols + grp * depth, s.c * s.kh * s.kw, 1},
                                          part + grp * kg * depth, depth,
-                                         n0 > begin || oh0 > 0, ws);
+                                         n0 > begin || oh0 > 0, ws, a_packed);
+                        }
                     }
                 }
                 continue;
