@@ -352,7 +352,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
     monkeypatch.setattr(_tuning, "SHORT_ROUNDS", _tuning.ROUNDS)
     now, order, slept = [0.0], [], []
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
-    monkeypatch.setattr(_tuning.time, "sleep", slept.append)
+    monkeypatch.setattr(_tuning, "wait_for_idle_threads", lambda: slept.append("idle"))
     cost = {"numpy": 30e-3, "cpp": 20e-3, "numba": 24e-3, "cpp/direct": 40e-3,
             "cpp/hopeless": 180e-3}  # one call per sample, none to wake threads
     burst = [True]
@@ -366,7 +366,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
     candidates = [(n, n) for n in cost]
     winner, seconds = _tuning.measure(candidates, run, [True, False, True, False, False])
     assert winner == 1 and seconds["cpp"] == pytest.approx(20e-3)
-    assert slept == [_tuning.BLAS_SPIN] * 2  # between numpy and numba, then before cpp again
+    assert slept == ["idle"] * 2  # between numpy and numba, then before cpp again
     again = order[max(i for i, n in enumerate(order) if n in ("numpy", "numba")) + 1:]
     assert sorted(again) == ["cpp"] * _tuning.ROUNDS + ["cpp/direct"] * _tuning.ROUNDS
 
@@ -374,6 +374,7 @@ def test_measure_times_the_others_again_when_a_blas_caller_leads(monkeypatch):
 def test_measure_times_nothing_again_when_no_blas_caller_leads(monkeypatch):
     now, slept = [0.0], []
     monkeypatch.setattr(_tuning.time, "perf_counter", lambda: now[0])
+    monkeypatch.setattr(_tuning, "wait_for_idle_threads", lambda: slept.append("idle"))
     monkeypatch.setattr(_tuning.time, "sleep", slept.append)
     cost = {"numpy": 1.5e-3, "cpp": 1e-3}
 
@@ -382,6 +383,24 @@ def test_measure_times_nothing_again_when_no_blas_caller_leads(monkeypatch):
 
     assert _tuning.measure([(n, n) for n in cost], run, [True, False])[0] == 1
     assert slept == []
+
+
+@pytest.mark.parametrize("busy_steps, steps", [(0, 1), (3, 4), (1000, 24)])
+def test_wait_for_idle_threads(monkeypatch, busy_steps, steps):
+    # the other threads spin (a whole core) for busy_steps sleeps, then idle;
+    # the wait ends at the first idle step, or at the limit (24 steps of 5 ms)
+    now, cpu, slept = [0.0], [0.0], []
+    monkeypatch.setattr(_tuning.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(_tuning.time, "process_time", lambda: cpu[0])
+
+    def sleep(seconds):
+        now[0] += seconds
+        cpu[0] += seconds if len(slept) < busy_steps else 0.01 * seconds
+        slept.append(seconds)
+
+    monkeypatch.setattr(_tuning.time, "sleep", sleep)
+    _tuning.wait_for_idle_threads(0.12)
+    assert slept == [_tuning.IDLE_STEP] * steps
 
 
 def test_measure_prunes_a_whole_phase(monkeypatch):

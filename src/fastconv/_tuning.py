@@ -10,7 +10,8 @@ Later calls of the signature run the winner straight away.
 Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
 page faults), then ROUNDS rounds in which the candidates take turns (a
 different one first each round); candidates that call BLAS go through all
-this after the others, one at a time with BLAS_SPIN between them, since
+this after the others, one at a time, each after the previous one's
+threads stopped spinning (wait_for_idle_threads, at most BLAS_SPIN), since
 OpenBLAS's spinning threads would slow the next candidate timed. Each sample
 is as many back-to-back calls as last MIN_SAMPLE seconds; a candidate's time
 is the median of its samples, which a burst of load from elsewhere on a
@@ -25,7 +26,7 @@ run, and waking them cost the first call about 0.25 ms (cpp's max_pool2d on
 pool_56_k2s2 measured 0.44 ms instead of 0.2, and lost to Numba in 7 of 8
 tunings).
 When a BLAS caller comes out ahead, the others left get ROUNDS more rounds
-after BLAS_SPIN seconds (their first ones shared one stretch of time), and
+once its threads are idle (their first ones shared one stretch of time), and
 keep the lower of their two stretches' medians.
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
 drop out (they cost the most time). The call's result comes from one more
@@ -73,7 +74,8 @@ MIN_SAMPLE = 2e-3  # seconds of back-to-back calls per sample
 MAX_INNER = 50  # calls per sample at most
 PRUNE = 3.0  # after the second round, drop candidates this much slower than the best
 PRUNE_AFTER = 2  # rounds: a load spike rarely spans two samples of a candidate
-BLAS_SPIN = 0.12  # seconds OpenBLAS's threads keep spinning after a call (about 2^28 cycles)
+BLAS_SPIN = 0.12  # seconds OpenBLAS's threads spin after a call (2^28 cycles): the longest wait
+IDLE_STEP = 0.005  # seconds: wait_for_idle_threads looks at the process's CPU time this often
 WAKE_BELOW = 0.01  # seconds: shorter calls get an untimed call before each sample
 
 
@@ -359,6 +361,23 @@ def record(op: str, spec, threads: int, tuned: Tuned, save: bool = True) -> None
 # ------------------------------------------------------------------ timing
 
 
+def wait_for_idle_threads(limit: float = BLAS_SPIN) -> None:
+    """Sleep until this process's other threads have stopped spinning (they used
+    under a fifth of a core over the last IDLE_STEP), or `limit` seconds.
+
+    OpenBLAS's threads spin some 0.1 s after a call that woke them, but a
+    small product runs on the caller's thread alone. With fixed 0.12 s pauses,
+    tuning the tiny conv2d took 168 ms in the bench; waiting for idle threads,
+    30-33 ms."""
+    clock = time.monotonic
+    deadline = clock() + limit
+    while clock() < deadline:
+        cpu, start = time.process_time(), clock()
+        time.sleep(IDLE_STEP)
+        if time.process_time() - cpu < 0.2 * (clock() - start):
+            return
+
+
 def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     """Time `run(impl)` for each (label, impl) of `candidates`; return the index of
     the fastest and {label: its seconds per call} (see the module docstring).
@@ -426,7 +445,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     timed[True] = []
     for n, i in enumerate(i for i in range(len(candidates)) if blas[i]):
         if n:
-            time.sleep(BLAS_SPIN)
+            wait_for_idle_threads()
         warm_up([i])
         timed[True] += timed_rounds([i])
     winner = min(range(len(candidates)), key=seconds)
@@ -435,7 +454,7 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     # batch1_3x3_56 so, at 1.6-2x its time). Time those left once more, when
     # OpenBLAS's threads have stopped spinning: a second stretch.
     if blas[winner] and timed[False]:
-        time.sleep(BLAS_SPIN)
+        wait_for_idle_threads()
         for i in timed[False]:
             stretches[i].append([])
         for r in rounds():
