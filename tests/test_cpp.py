@@ -412,6 +412,33 @@ def test_bad_direct_calls_raise_instead_of_crashing():
             _cpp.max_pool2d_backward(g, idx, np.zeros((1, 2, 5, 5), np.float32), 2)
 
 
+def _backward_plan(n, c, h, w, k, kernel, stride=1, pad=0, dtype="float32", threads=2):
+    oh, ow = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+    return _cpp.conv2d_backward_plan((h, w), n, c, k, (kernel, kernel), (stride, stride),
+                                     (pad, pad), (1, 1), 1, (oh, ow), dtype, threads)
+
+
+def test_backward_plan_names_the_path_conv2d_backward_takes():
+    # alexnet_c1: an image's im2col matrix is 2 x 363 x 3025 floats, far over
+    # L2: pieces of the output rows whose im2col and gradient fit 384 KB
+    plan = _backward_plan(8, 3, 227, 227, 96, 11, stride=4)
+    assert plan["piece_images"] == 1 and plan["piece_rows"] == (384 << 10) // (363 * 55 * 4 * 2)
+    assert not plan["direct_weight"] and plan["weight_units"] == 8 and plan["threads"] == 2
+    # lenet_c2: whole images (16 per piece of 192 KB), grad weight direct
+    plan = _backward_plan(64, 6, 12, 12, 16, 5)
+    assert plan["piece_images"] == (192 << 10) // (150 * 64 * 4 * 2) and plan["direct_weight"]
+    # resnet_3x3_56: same padding, the input gradient as a convolution of the batch
+    plan = _backward_plan(8, 64, 56, 56, 64, 3, pad=1)
+    assert plan["piece_images"] == 0 and plan["direct_weight"] and plan["weight_units"] == 8
+    # pointwise_1x1: GEMMs over im2col chunks of at most 8 MB, 8 tiles of
+    # grad weight (no slices); float64 halves the images per chunk
+    for dtype, item in (("float32", 4), ("float64", 8)):
+        plan = _backward_plan(16, 256, 28, 28, 512, 1, dtype=dtype)
+        assert plan["piece_images"] == 0 and not plan["direct_weight"]
+        assert plan["chunk"] == (8 << 20) // (256 * 784 * item) and plan["slices"] == 1
+    assert _backward_plan(0, 3, 8, 8, 4, 3)["weight_units"] == 0
+
+
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")
 def test_extra_memory_of_a_call_does_not_grow_with_the_batch():
     from fastconv.bench.memory import peak_extra_bytes

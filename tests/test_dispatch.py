@@ -1,5 +1,6 @@
 """Backend registry, selection, explain(), use_backend, FASTCONV_BACKEND and threads."""
 
+import os
 import threading
 
 import numpy as np
@@ -325,6 +326,22 @@ def test_explain_predicts_the_cpp_gemm_blocking():
     (blocks, size), = [(k, v) for k, v in ws.items() if k.startswith("B blocks")]
     assert f"KC 256 x {block_cols} columns" in blocks
     assert size == t * (256 * block_cols + block_cols // nr * -(-64 // mr) * mr * nr) * 4
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("layer, batch", [("alexnet_c1", 2),      # in pieces of rows
+                                          ("resnet_3x3_28", 1),   # as a conv, direct grad weight
+                                          ("pointwise_1x1", 1)])  # as a conv, im2col chunks
+def test_explain_predicts_the_cpp_backward_workspace(layer, batch):
+    if not fc.backends()["cpp"].available:
+        pytest.skip("no cpp extension")
+    from fastconv.bench.memory import peak_extra_bytes
+
+    got = peak_extra_bytes(layer, batch, "cpp", False, op="conv2d_backward")
+    measured = got["first"] - got["output"]  # the first call allocates the scratch
+    # allocations, of which a thread may leave some untouched (and the kernel
+    # counts resident pages in per-CPU batches): an upper bound, not far above
+    assert measured - (256 << 10) <= got["predicted"] <= 1.5 * measured + (512 << 10)
 
 
 _G = np.ones((2, 3, 4, 4))

@@ -101,6 +101,34 @@ py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pai
     return d;
 }
 
+// conv2d_backward_plan for a shape and dtype.
+py::dict backward_plan(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
+                       Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
+                       const std::string& dtype, int threads) {
+    const ConvShape s{n, c, hw[0], hw[1], k, kernel[0], kernel[1], stride[0], stride[1],
+                      pad[0], pad[1], dilation[0], dilation[1], groups, out_size[0],
+                      out_size[1]};
+    require(s.n >= 0 && s.c >= 1 && s.k >= 1 && s.h >= 1 && s.w >= 1 && s.kh >= 1 &&
+                s.kw >= 1 && s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1 && s.oh >= 1 &&
+                s.ow >= 1 && s.pad_top >= 0 && s.pad_left >= 0,
+            "sizes, stride and dilation must be >= 1, padding >= 0");
+    require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0, "groups must divide C and K");
+    require(dtype == "float32" || dtype == "float64", "dtype must be float32 or float64");
+    require(threads >= 1, "threads must be >= 1");
+    const BackwardPlan p = dtype == "float32" ? conv2d_backward_plan<float>(s, threads)
+                                              : conv2d_backward_plan<double>(s, threads);
+    py::dict d;
+    d["piece_images"] = p.piece_images;
+    d["piece_rows"] = p.piece_rows;
+    d["direct_weight"] = p.direct_weight;
+    d["weight_step"] = p.weight_step;
+    d["weight_units"] = p.weight_units;
+    d["threads"] = p.threads;
+    d["chunk"] = p.chunk;
+    d["slices"] = p.slices;
+    return d;
+}
+
 template <typename T>
 void conv2d_backward(const carray<T>& grad_out, const carray<T>& x, const carray<T>& weight,
                      carray<T>& grad_input, carray<T>& grad_weight, carray<T>& grad_bias,
@@ -181,6 +209,13 @@ void register_conv(py::module_& m) {
           "input copy it keeps (0: none); for the GEMM of the first chunk: columns, "
           "packed_weights (elements), threads, block_cols (widest unit), b_block and tiles "
           "(elements per thread)}.");
+    m.def("conv2d_backward_plan", &backward_plan, py::arg("hw"), py::arg("n"), py::arg("c"),
+          py::arg("k"), py::arg("kernel"), py::arg("stride"), py::arg("pad_top_left"),
+          py::arg("dilation"), py::arg("groups"), py::arg("out_size"), py::arg("dtype"),
+          py::arg("threads") = 1,
+          "How conv2d_backward runs: {piece_images, piece_rows (piece_images 0: the whole "
+          "batch, grad input as a convolution), direct_weight, weight_step, weight_units, "
+          "threads, chunk, slices}.");
     def_conv<float>(m);
     def_conv<double>(m);
 }

@@ -61,6 +61,23 @@ template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads);
 
+// How conv2d_backward runs s on `threads` threads (explain()'s workspace):
+// in pieces of `piece_images` images or, when 1, of `piece_rows` output rows
+// (0 images: the whole-batch path, grad input as a convolution); grad weight
+// by the direct kernel (in steps of `weight_step` images) or by GEMMs; its
+// `weight_units` partial sums; the threads of the pieces' team or of the direct
+// kernel; on the whole-batch GEMM path, `chunk` images per im2col matrix and
+// its `slices` partial sums over the pixels (1: none).
+struct BackwardPlan {
+    std::int64_t piece_images = 0, piece_rows = 0;
+    bool direct_weight = false;
+    std::int64_t weight_step = 1, weight_units = 0;
+    int threads = 1;
+    std::int64_t chunk = 0, slices = 1;
+};
+template <typename T>
+BackwardPlan conv2d_backward_plan(const ConvShape& s, int threads);
+
 // conv2d for a 1x1 kernel, stride 1, no padding: per image and group, a GEMM
 // whose B matrix is the input itself.
 template <typename T>

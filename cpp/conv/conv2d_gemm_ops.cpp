@@ -188,6 +188,11 @@ WeightSplit weight_split(const ConvShape& s, i64 step) {
     return {(s.n + per_unit - 1) / per_unit, per_unit, step};
 }
 
+int weight_grad_direct_threads(const ConvShape& s, const WeightSplit& split, int threads) {
+    const i64 weight_size = s.k * (s.c / s.groups) * s.kh * s.kw;
+    return threads_for(s.n * weight_size * s.oh * s.ow, split.units * s.k, threads);
+}
+
 /* grad weight by the direct kernel (stride 1 along rows). Where the units of
    the split do not share out evenly over the threads (batch 1 has one), each
    is cut into as many filter slices as there are threads; a filter's sums do
@@ -199,8 +204,7 @@ void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* gr
     const WeightSplit split = weight_split<T>(s, weight_grad_step(s));
     T* partial = scratch<T>(ScratchSlot::partials, split.units * weight_size);
     const auto kernel = direct_kernels<T>().conv_weight_grad;
-    const i64 work = s.n * weight_size * s.oh * s.ow;
-    const int nt = threads_for(work, split.units * s.k, threads);
+    const int nt = weight_grad_direct_threads(s, split, threads);
     const i64 slices = split.units % nt == 0 ? 1 : std::min<i64>(nt, (s.k + 3) / 4);
     // slice boundaries on whole tiles of 4 filters
     const auto filter = [&](i64 slice) {
@@ -215,6 +219,11 @@ void weight_grad_direct(const ConvShape& s, const T* grad_out, const T* x, T* gr
                    partial + u * weight_size, n0 > begin);
     });
     sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
+}
+
+int pieces_threads(const ConvShape& s, i64 units, int threads) {
+    const i64 depth = s.c / s.groups * s.kh * s.kw;
+    return threads_for(2 * s.n * s.k * depth * s.oh * s.ow, units, threads);
 }
 
 /* conv2d_backward in pieces (see Pieces) small enough to stay in one core's L2
@@ -244,8 +253,7 @@ void backward_in_l2_pieces(const ConvShape& s, Pieces pieces, const T* grad_out,
         pack_a_rows<T>({weight + grp * kg * depth, 1, depth}, 0, depth, kg,
                        packed + grp * group_packed);
     const auto weight_kernel = direct_kernels<T>().conv_weight_grad;
-    const int nt = threads_for(2 * s.n * s.k * depth * s.oh * s.ow, split.units + input_units,
-                               threads);
+    const int nt = pieces_threads(s, split.units + input_units, threads);
     team(split.units + input_units, nt, [&](UnitQueue& q) {
         // this thread's buffers (the caller's slots are free: it holds only
         // `partial` and `packed`); grad weight's im2col matrix in the textbook's
@@ -307,6 +315,68 @@ void backward_in_l2_pieces(const ConvShape& s, Pieces pieces, const T* grad_out,
     sum_in_order(partial, split.units, weight_size, grad_weight, false, threads);
 }
 
+/* At stride 1 the input gradient is a convolution of grad_out with the
+   filters flipped and transposed, padded to "full": the forward GEMM kernel
+   computes it for the whole batch, with no im2col matrix to fold. It
+   multiplies by the zeros of that padding too, so only where the input is
+   hardly larger than the output ("same" padding). Every other shape goes in
+   pieces through L2, of rows where an image does not fit. */
+bool input_gradient_is_conv(const ConvShape& s) {
+    return s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
+           s.pad_left <= s.dw * (s.kw - 1) && 4 * s.h * s.w <= 5 * s.oh * s.ow;
+}
+
+/* The whole-batch path's GEMM grad weight: images go in chunks whose im2col
+   matrix fits a fixed budget (not the thread count, so that the sums do not
+   depend on it), a few GEMMs per chunk instead of several per image. */
+template <typename T>
+i64 im2col_chunk(const ConvShape& s) {
+    constexpr i64 kChunkBytes = 8 << 20;
+    const i64 per_image = s.c * s.kh * s.kw * s.oh * s.ow;
+    return std::max<i64>(1, std::min(s.n, kChunkBytes / (per_image * i64(sizeof(T)))));
+}
+
+/* grad weight is a small matrix (K x depth) summed over every pixel of the
+   batch: with few tiles of it, the pixels are cut into slices too (of 4 depth
+   blocks at least, and about 2^20 multiply-adds); 0 for no slices */
+template <typename T>
+i64 weight_pixel_slice(const ConvShape& s) {
+    constexpr i64 kc = Blocking<T>::kc;
+    const i64 kg = s.k / s.groups, depth = s.c / s.groups * s.kh * s.kw;
+    const i64 weight_tiles = (kg + Blocking<T>::mc - 1) / Blocking<T>::mc *
+                             ((depth + Blocking<T>::nc - 1) / Blocking<T>::nc);
+    return weight_tiles >= 8 ? 0
+                             : std::max(4 * kc, ((1 << 20) / (kg * depth) + kc - 1) / kc * kc);
+}
+
+template <typename T>
+BackwardPlan conv2d_backward_plan(const ConvShape& s, int threads) {
+    BackwardPlan plan;
+    if (s.n == 0) return plan;
+    plan.direct_weight = direct_weight_grad_pays(s);
+    plan.weight_step = weight_grad_step(s);
+    const Pieces pieces = l2_pieces<T>(s, !input_gradient_is_conv(s));
+    plan.piece_images = pieces.images, plan.piece_rows = pieces.rows;
+    if (pieces.images) {
+        const WeightSplit split =
+            weight_split<T>(s, plan.direct_weight ? plan.weight_step : pieces.images);
+        plan.weight_units = split.units;
+        plan.threads = pieces_threads(s, split.units + (s.n + pieces.images - 1) / pieces.images,
+                                      threads);
+    } else if (plan.direct_weight) {
+        const WeightSplit split = weight_split<T>(s, plan.weight_step);
+        plan.weight_units = split.units;
+        plan.threads = weight_grad_direct_threads(s, split, threads);
+    } else {
+        plan.chunk = im2col_chunk<T>(s);
+        const i64 slice = weight_pixel_slice<T>(s);
+        plan.slices = slice > 0 ? std::max<i64>(1, (plan.chunk * s.oh * s.ow + slice - 1) / slice)
+                                : 1;
+        plan.threads = threads;
+    }
+    return plan;
+}
+
 template <typename T>
 void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T* weight,
                      T* grad_input, T* grad_weight, T* grad_bias, int threads) {
@@ -317,15 +387,7 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         std::fill(grad_weight, grad_weight + s.k * depth, T(0));
         return;
     }
-    // At stride 1 the input gradient is a convolution of grad_out with the
-    // filters flipped and transposed, padded to "full": the forward GEMM
-    // kernel computes it for the whole batch, with no im2col matrix to fold.
-    // It multiplies by the zeros of that padding too, so only where the input
-    // is hardly larger than the output ("same" padding). Every other shape
-    // goes in pieces through L2, of rows where an image does not fit.
-    const bool as_conv = s.sh == 1 && s.sw == 1 && s.pad_top <= s.dh * (s.kh - 1) &&
-                         s.pad_left <= s.dw * (s.kw - 1) && 4 * plane <= 5 * pixels;
-    if (const Pieces pieces = l2_pieces<T>(s, !as_conv); pieces.images) {
+    if (const Pieces pieces = l2_pieces<T>(s, !input_gradient_is_conv(s)); pieces.images) {
         backward_in_l2_pieces(s, pieces, grad_out, x, weight, grad_input, grad_weight, threads);
         return;
     }
@@ -335,22 +397,10 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         weight_grad_direct(s, grad_out, x, grad_weight, threads);
         return;
     }
-    // Images go in chunks whose im2col matrix fits a fixed budget (not the
-    // thread count, so that the sums do not depend on it): a few GEMMs per
-    // chunk instead of several per image.
-    constexpr i64 kChunkBytes = 8 << 20;
-    const i64 per_image = s.c * s.kh * s.kw * pixels;
-    const i64 chunk = std::max<i64>(1, std::min(s.n, kChunkBytes / (per_image * i64(sizeof(T)))));
+    const i64 per_image = s.c * s.kh * s.kw * pixels, chunk = im2col_chunk<T>(s);
     T* cols = scratch<T>(ScratchSlot::backward_cols, per_image * chunk);
     T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
-    // grad weight is a small matrix (K x depth) summed over every pixel of the
-    // batch: with few tiles of it, the pixels are cut into slices too
-    // (of 4 depth blocks at least, and about 2^20 multiply-adds)
-    constexpr i64 kc = Blocking<T>::kc;
-    const i64 weight_tiles = (kg + Blocking<T>::mc - 1) / Blocking<T>::mc *
-                             ((depth + Blocking<T>::nc - 1) / Blocking<T>::nc);
-    const i64 weight_slice =
-        weight_tiles >= 8 ? 0 : std::max(4 * kc, ((1 << 20) / (kg * depth) + kc - 1) / kc * kc);
+    const i64 weight_slice = weight_pixel_slice<T>(s);
     for (i64 n0 = 0; n0 < s.n; n0 += chunk) {
         ConvShape part = s;
         part.n = std::min(chunk, s.n - n0);
@@ -369,6 +419,8 @@ template void conv2d_1x1<float>(const ConvShape&, const float*, const float*, co
                                 bool, int);
 template void conv2d_1x1<double>(const ConvShape&, const double*, const double*, const double*,
                                  double*, bool, int);
+template BackwardPlan conv2d_backward_plan<float>(const ConvShape&, int);
+template BackwardPlan conv2d_backward_plan<double>(const ConvShape&, int);
 template void conv2d_backward<float>(const ConvShape&, const float*, const float*, const float*,
                                      float*, float*, float*, int);
 template void conv2d_backward<double>(const ConvShape&, const double*, const double*,

@@ -273,6 +273,96 @@ def _padded(s) -> int:
     return s.n * s.c * (s.h + top + bottom) * (s.w + left + right)
 
 
+def _gemm_items(g: dict, item: int) -> list[tuple[str, int]]:
+    """The workspace of cpp conv2d's GEMM, as _gemm_input describes it."""
+    out = []
+    if g["copy_elements"]:
+        what = "phase planes of" if g["layout"] == "phased" else "chunks of"
+        out.append((f"{what} a zero-padded input copy ({g['layout']} layout)",
+                    g["copy_elements"] * item))
+    if g["packed_weights"]:
+        out.append(("packed weights", g["packed_weights"] * item))
+    nt, block_cols = g["threads"], g["block_cols"]
+    threads_x = f"{nt} thread{'s' if nt > 1 else ''} x"
+    # a B block (the runs layout packs), and an edge tile per (column panel, MR
+    # filters) of a unit
+    if g["layout"] == "phased":
+        out.append((f"edge tiles ({threads_x} {block_cols} columns)", nt * g["tiles"] * item))
+    else:
+        out.append((f"B blocks ({threads_x} KC {_Blocking.of(item).kc} x {block_cols} "
+                    f"columns)", nt * (g["b_block"] + g["tiles"]) * item))
+    return out
+
+
+def _cpp_backward(s, threads: int, item: int) -> list[tuple[str, int]]:
+    """The workspace of cpp's conv2d_backward: the buffers of the path that
+    _cpp.conv2d_backward_plan says it takes (cpp/conv/conv2d_gemm_ops.cpp)."""
+    module = _extension()
+    if module is None or s.n == 0:
+        return []
+    mr, nr = _micro_tile(s.dtype)
+    top, bottom, left, right = s.pads
+    h, w = s.h, s.w
+    if s.padding_mode != "zeros":  # the kernel gets the padded copy
+        h, w, top, left = h + top + bottom, w + left + right, 0, 0
+    plan = module.conv2d_backward_plan((h, w), s.n, s.c, s.k, (s.kh, s.kw), s.stride,
+                                       (top, left), s.dilation, s.groups, (s.oh, s.ow),
+                                       np.dtype(s.dtype).name, threads)
+    cg, kg = s.c // s.groups, s.k // s.groups
+    depth, pixels, taps_all = cg * s.kh * s.kw, s.oh * s.ow, s.c * s.kh * s.kw
+    weight = s.k * depth
+    nt, images, direct = plan["threads"], plan["piece_images"], plan["direct_weight"]
+    on_threads = f"{nt} thread{'s' if nt > 1 else ''}"
+    gemm_ws = _gemm_workspace(item, mr, nr)
+    # the direct grad weight kernel's copies of a step of images: the input
+    # zero-padded, grad_out in rows of whole vectors (direct_impl.h)
+    lanes = 32 // item
+    owv = _cdiv(s.ow, lanes) * lanes
+    hp = (s.oh - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1
+    wp = owv + (s.kw - 1) * s.dilation[1]
+    step = plan["weight_step"]
+    direct_copies = step * (s.c * hp * wp + s.k * s.oh * owv) * item
+    out = []
+    if plan["weight_units"]:
+        out.append((f"partial grad weights ({plan['weight_units']})",
+                    plan["weight_units"] * weight * item))
+    if images:  # in pieces through L2
+        rows = plan["piece_rows"]
+        piece = images * rows * s.ow
+        grad = s.k * piece if images > 1 else 0  # one image's is read in place
+        per = (taps_all * piece * (1 if direct else 2) + grad
+               + (0 if direct else s.groups * _cdiv(kg, mr) * mr * piece)) * item + gemm_ws
+        per += direct_copies if direct else 0
+        what = f"{images} image{'s' if images > 1 else ''}" if rows == s.oh else f"{rows} rows"
+        out.append(("packed weights", s.groups * _cdiv(depth, mr) * mr * kg * item))
+        out.append((f"im2col pieces of {what}, their gradients and packing buffers "
+                    f"({on_threads})", nt * per))
+        return out
+    # the input gradient as a stride-1 convolution of grad_out with the
+    # flipped filters, then grad weight
+    out.append(("flipped weights", weight * item))
+    if cg < module.DIRECT_BELOW_GROUP_FILTERS:
+        out.append(("row accumulators", threads * w * item))
+    else:
+        out += _gemm_items(module.conv2d_gemm_input(
+            (s.oh, s.ow), s.n, s.k, s.c, (s.kh, s.kw), (1, 1),
+            (s.dilation[0] * (s.kh - 1) - top, s.dilation[1] * (s.kw - 1) - left), s.dilation,
+            s.groups, (h, w), np.dtype(s.dtype).name, threads), item)
+    if direct:
+        out.append((f"padded copies of {step} image{'s' if step > 1 else ''} and its gradient "
+                    f"({on_threads})", nt * direct_copies))
+        return out
+    chunk, slices = plan["chunk"], plan["slices"]
+    out.append((f"im2col and gradient of {chunk} image{'s' if chunk > 1 else ''}",
+                chunk * (taps_all + s.k) * pixels * item))
+    if slices > 1:
+        out.append((f"partial grad weights ({slices} slices of the pixels)",
+                    slices * kg * depth * item))
+    out.append((f"packing buffers ({threads} thread{'s' if threads > 1 else ''})",
+                threads * gemm_ws))
+    return out
+
+
 def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
     out = []
     copy = op in ("conv2d", "conv2d_backward") and s.padding_mode != "zeros" and any(s.pads)
@@ -285,22 +375,7 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
             g = _gemm_input(s, threads)
             if g is None:  # no extension: nothing of cpp runs
                 return out
-            if g["copy_elements"]:
-                what = "phase planes of" if g["layout"] == "phased" else "chunks of"
-                out.append((f"{what} a zero-padded input copy ({g['layout']} layout)",
-                            g["copy_elements"] * item))
-            if g["packed_weights"]:
-                out.append(("packed weights", g["packed_weights"] * item))
-            nt, block_cols = g["threads"], g["block_cols"]
-            threads_x = f"{nt} thread{'s' if nt > 1 else ''} x"
-            # a B block (the runs layout packs), and an edge tile per (column
-            # panel, MR filters) of a unit
-            if g["layout"] == "phased":
-                out.append((f"edge tiles ({threads_x} {block_cols} columns)",
-                            nt * g["tiles"] * item))
-            else:
-                out.append((f"B blocks ({threads_x} KC {_Blocking.of(item).kc} x {block_cols} "
-                            f"columns)", nt * (g["b_block"] + g["tiles"]) * item))
+            out += _gemm_items(g, item)
         elif kernel == "1x1":
             pixels = s.h * s.w
             out.append(("packed weights", s.groups * _cdiv(kg, mr) * mr * cg * item))
@@ -311,12 +386,7 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
         else:  # direct: one output row per thread
             out.append(("row accumulators", threads * s.ow * item))
     elif op == "conv2d_backward":
-        mr, nr = _micro_tile(s.dtype)
-        out.append(("one image's im2col and its gradient",
-                     2 * s.c * s.kh * s.kw * s.oh * s.ow * item))
-        per = _gemm_workspace(item, mr, nr)
-        out.append((f"packing buffers ({threads} thread{'s' if threads > 1 else ''})",
-                    threads * per))
+        out += _cpp_backward(s, threads, item)
         if copy:
             out.append(("gradient of the pad copy", _padded(s) * item))
     elif op == "max_pool2d_backward":

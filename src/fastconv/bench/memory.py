@@ -6,7 +6,10 @@ through /proc/self/clear_refs just before the call) is what the call itself
 needed: its output (unless `out=` is given) plus its workspace. Two calls are
 measured: the first of the layer's shape (after a warm-up on a small crop of
 it, for imports and JIT compiles), which includes the buffers the kernels keep
-for later calls (cpp's scratch), and a repeated one. Linux only.
+for later calls (cpp's scratch), and a repeated one. Linux only. The kernel
+counts resident pages per CPU in batches, so a peak can read a few hundred KB
+low. The probe also measures conv2d_backward (results: its three gradients),
+and reports what fastconv.explain predicts for the call's workspace.
 """
 
 from __future__ import annotations
@@ -26,14 +29,22 @@ import numpy as np
 import fastconv as fc
 from fastconv.bench.shapes import CONV_LAYERS
 
-name, batch, backend, use_out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4] == "1"
+name, batch, backend, use_out, op = sys.argv[1], int(sys.argv[2]), sys.argv[3], \
+    sys.argv[4] == "1", sys.argv[5]
 layer = {l.name: l for l in CONV_LAYERS}[name]
 x = np.ones((batch, *layer.x_shape[1:]), np.float32)
 w = np.ones(layer.weight_shape, np.float32)
 kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, backend=backend)
 side = max(layer.kh, layer.kw) + layer.stride  # warm-up: imports, JIT, x and w touched
-fc.conv2d(np.ones((1, layer.c, side, side), np.float32), w, **kw)
+small = np.ones((1, layer.c, side, side), np.float32)
+fc.conv2d(small, w, **kw)
 out = np.ones((batch, layer.k, *layer.out_hw), np.float32) if use_out else None
+if op == "conv2d":
+    args, call = (x, w), lambda: fc.conv2d(x, w, **kw, out=out)
+else:
+    g = np.ones((batch, layer.k, *layer.out_hw), np.float32)
+    args, call = (g, x, w), lambda: fc.conv2d_backward(g, x, w, **kw)
+    fc.conv2d_backward(fc.conv2d(small, w, **kw), small, w, **kw)
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -45,20 +56,26 @@ def peak_extra():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # reset VmHWM to the current resident size
     before = status("VmRSS")
-    result = fc.conv2d(x, w, **kw, out=out)
-    return status("VmHWM") - before, result.nbytes
+    result = call()
+    results = result if isinstance(result, tuple) else (result,)
+    return status("VmHWM") - before, sum(r.nbytes for r in results)
 
 first, _ = peak_extra()
 extra, nbytes = peak_extra()
-print(json.dumps({"first": first, "extra": extra, "output": nbytes}))
+predicted = fc.explain(op, *args, **kw).workspace_bytes
+print(json.dumps({"first": first, "extra": extra, "output": nbytes, "predicted": predicted}))
 """
 
 
-def peak_extra_bytes(layer: str, batch: int, backend: str, use_out: bool) -> dict:
+def peak_extra_bytes(layer: str, batch: int, backend: str, use_out: bool,
+                     op: str = "conv2d") -> dict:
     """{"first": bytes the first call of the shape added at its peak, "extra": the
-    same for a repeated call, "output": bytes of its result}."""
+    same for a repeated call, "output": bytes of its result (conv2d_backward's
+    three gradients), "predicted": explain's workspace_bytes for the call}."""
+    if op not in ("conv2d", "conv2d_backward") or (use_out and op != "conv2d"):
+        raise ValueError(f"measures conv2d (out= or not) and conv2d_backward, not {op}")
     done = subprocess.run([sys.executable, "-c", _PROBE, layer, str(batch), backend,
-                           "1" if use_out else "0"], capture_output=True, text=True,
+                           "1" if use_out else "0", op], capture_output=True, text=True,
                           timeout=600)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
