@@ -32,14 +32,21 @@ def tuning(tmp_path, monkeypatch):
 
 @pytest.fixture
 def tunes(monkeypatch):
-    """The signatures measured (not found in the cache) during the test."""
-    seen = []
+    """The signatures measured (not found in the cache) during the test; its
+    .spinning, per tuning, {label: whether it was timed as a spinner}."""
+
+    class Seen(list):
+        spinning: list
+
+    seen = Seen()
     real = _tuning.tune
 
-    def spy(op, spec, threads, candidates, run, uses_blas=None):
+    def spy(op, spec, threads, candidates, run, spinners=None):
         seen.append((op, spec, threads, [c[0] for c in candidates]))
-        return real(op, spec, threads, candidates, run, uses_blas)
+        spinning.append(dict(zip((c[0] for c in candidates), spinners)))
+        return real(op, spec, threads, candidates, run, spinners)
 
+    spinning = seen.spinning = []
     monkeypatch.setattr(_tuning, "tune", spy)
     return seen
 
@@ -95,6 +102,17 @@ def test_signature_has_shapes_options_dtype_and_threads(tuning, tunes):
     assert len(tunes) == 5
     assert len({(op, spec, threads) for op, spec, threads, _ in tunes}) == 5
     assert len(fc.tuning_cache()) == 5
+
+
+def test_spinners_are_blas_callers_and_numba(tuning, tunes):
+    # Numba's OpenMP threads spin after any op; NumPy's BLAS only in the convolutions
+    fc.max_pool2d(np.ones((2, 3, 8, 8)), 2)
+    fc.conv2d(X, W)
+    pool, conv = tunes.spinning
+    assert pool == {"cpp": False, "numba": True, "numpy": False}
+    assert {label: spins for label, spins in conv.items() if not label.startswith("cpp")} \
+        == {"numba": True, "numpy": True}
+    assert not any(spins for label, spins in conv.items() if label.startswith("cpp"))
 
 
 def test_named_backends_are_not_tuned(tuning, tunes):

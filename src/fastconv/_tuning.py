@@ -9,10 +9,13 @@ Later calls of the signature run the winner straight away.
 
 Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
 page faults), then ROUNDS rounds in which the candidates take turns (a
-different one first each round); candidates that call BLAS go through all
-this after the others, one at a time, each after the previous one's
-threads stopped spinning (wait_for_idle_threads, at most BLAS_SPIN), since
-OpenBLAS's spinning threads would slow the next candidate timed. Each sample
+different one first each round); candidates whose threads keep spinning
+after a call (spinners: OpenBLAS's threads spin about 0.1 s, Numba's OpenMP
+threads a few ms) go through all this after the others, one at a time, each
+after the previous one's threads stopped spinning (wait_for_idle_threads, at
+most BLAS_SPIN), since they would slow the next candidate timed (cpp's
+max_pool2d on pool_56_k2s2 ran 1.5-3x its time in samples right after
+Numba's, and lost the tuning in the bench). Each sample
 is as many back-to-back calls as last MIN_SAMPLE seconds; a candidate's time
 is the median of its samples, which a burst of load from elsewhere on a
 shared machine moves only when it spoils most of them. (The best sample
@@ -25,8 +28,8 @@ call before each sample: a backend's worker threads sleep while the others
 run, and waking them cost the first call about 0.25 ms (cpp's max_pool2d on
 pool_56_k2s2 measured 0.44 ms instead of 0.2, and lost to Numba in 7 of 8
 tunings).
-When a BLAS caller comes out ahead, the others left get ROUNDS more rounds
-once its threads are idle (their first ones shared one stretch of time), and
+When a spinner comes out ahead, the others left get ROUNDS more rounds once
+its threads are idle (their first ones shared one stretch of time), and
 keep the lower of their two stretches' medians.
 After PRUNE_AFTER rounds, candidates slower than PRUNE times the best so far
 drop out (they cost the most time). The call's result comes from one more
@@ -378,15 +381,15 @@ def wait_for_idle_threads(limit: float = BLAS_SPIN) -> None:
             return
 
 
-def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
+def measure(candidates, run, spinners=None) -> tuple[int, dict[str, float]]:
     """Time `run(impl)` for each (label, impl) of `candidates`; return the index of
     the fastest and {label: its seconds per call} (see the module docstring).
 
-    uses_blas: per candidate, whether it calls BLAS. Those are timed after all
-    the others: OpenBLAS's threads spin about 0.1 s after a call and would take
-    the second core from whatever is timed next."""
+    spinners: per candidate, whether its threads keep spinning after a call
+    (OpenBLAS's, Numba's OpenMP threads). Those are timed after all the others:
+    they would take the second core from whatever is timed next."""
     clock = time.perf_counter
-    blas = list(uses_blas) if uses_blas is not None else [False] * len(candidates)
+    spins = list(spinners) if spinners is not None else [False] * len(candidates)
     first = [math.inf] * len(candidates)
     best = [math.inf] * len(candidates)  # sizes the samples, prunes
     stretches = [[[]] for _ in candidates]  # per candidate: its samples, per stretch of time
@@ -436,24 +439,24 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
                 alive = [i for i in alive if best[i] <= PRUNE * fastest]
         return alive
 
-    others = [i for i in range(len(candidates)) if not blas[i]]
+    others = [i for i in range(len(candidates)) if not spins[i]]
     warm_up(others)
     timed[False] = timed_rounds(others)
-    # the BLAS callers one after the other, each after the previous one's
-    # threads stopped spinning (interleaved with NumPy's, Numba's samples of
+    # the spinners one after the other, each after the previous one's threads
+    # stopped spinning (interleaved with NumPy's, Numba's samples of
     # alexnet_c1's gradients took 1.2x their time, and cpp won the tuning)
     timed[True] = []
-    for n, i in enumerate(i for i in range(len(candidates)) if blas[i]):
+    for n, i in enumerate(i for i in range(len(candidates)) if spins[i]):
         if n:
             wait_for_idle_threads()
         warm_up([i])
         timed[True] += timed_rounds([i])
     winner = min(range(len(candidates)), key=seconds)
-    # A BLAS caller ahead: the others were all timed in one stretch, which one
+    # A spinner ahead: the others were all timed in one stretch, which one
     # burst of load from elsewhere can spoil (cpp lost 1 in 3 tunings of
     # batch1_3x3_56 so, at 1.6-2x its time). Time those left once more, when
-    # OpenBLAS's threads have stopped spinning: a second stretch.
-    if blas[winner] and timed[False]:
+    # the spinner's threads have stopped: a second stretch.
+    if spins[winner] and timed[False]:
         wait_for_idle_threads()
         for i in timed[False]:
             stretches[i].append([])
@@ -463,14 +466,14 @@ def measure(candidates, run, uses_blas=None) -> tuple[int, dict[str, float]]:
     return winner, {label: seconds(i) for i, (label, _) in enumerate(candidates)}
 
 
-def tune(op: str, spec, threads: int, candidates, run, uses_blas=None) -> tuple[int, Tuned]:
+def tune(op: str, spec, threads: int, candidates, run, spinners=None) -> tuple[int, Tuned]:
     """Measure the candidates, record the winner; (its index, the Tuned record).
 
-    candidates: [(label, backend name, kernel or None, impl)]; uses_blas as for
+    candidates: [(label, backend name, kernel or None, impl)]; spinners as for
     measure."""
     start = time.perf_counter()
     winner, seconds = measure([(label, impl) for label, _, _, impl in candidates], run,
-                              uses_blas)
+                              spinners)
     label, name, kernel, _ = candidates[winner]
     tuned = Tuned(name, kernel, seconds, time.perf_counter() - start,
                   datetime.now(timezone.utc).isoformat(timespec="seconds"))
