@@ -7,9 +7,10 @@ call runs with — times every candidate (each backend that runs the call, and
 cpp's conv2d kernels where more than one applies) and then runs the fastest.
 Later calls of the signature run the winner straight away.
 
-Timing: one untimed warm-up call per candidate (JIT compiles, first-touch
-page faults), then ROUNDS rounds in which the candidates take turns (a
-different one first each round); candidates whose threads keep spinning
+Timing starts once the threads of what ran before are idle. Then one untimed
+warm-up call per candidate (JIT compiles, first-touch page faults), and
+ROUNDS rounds in which the candidates take turns (a different one first each
+round); candidates whose threads keep spinning
 after a call (spinners: OpenBLAS's threads spin about 0.1 s, Numba's OpenMP
 threads a few ms) go through all this after the others, one at a time, each
 after the previous one's threads stopped spinning (wait_for_idle_threads, at
@@ -440,6 +441,9 @@ def measure(candidates, run, spinners=None) -> tuple[int, dict[str, float]]:
         return alive
 
     others = [i for i in range(len(candidates)) if not spins[i]]
+    # what ran before may have left spinning threads too (the bench's tuning of
+    # pointwise_1x1's gradients, after NumPy's calls: cpp's first sample 2x)
+    wait_for_idle_threads()
     warm_up(others)
     timed[False] = timed_rounds(others)
     # the spinners one after the other, each after the previous one's threads
