@@ -10,18 +10,18 @@ Later calls of the signature run the winner straight away.
 Timing starts once the threads of what ran before are idle. Then one untimed
 warm-up call per candidate (JIT compiles, first-touch page faults), and
 ROUNDS rounds in which the candidates take turns (a different one first each
-round); candidates whose threads keep spinning
-after a call (spinners: OpenBLAS's threads spin about 0.1 s, Numba's OpenMP
-threads a few ms) go through all this after the others, one at a time, each
-after the previous one's threads stopped spinning (wait_for_idle_threads, at
-most BLAS_SPIN), since they would slow the next candidate timed (cpp's
-max_pool2d on pool_56_k2s2 ran 1.5-3x its time in samples right after
-Numba's, and lost the tuning in the bench). Each sample
-is as many back-to-back calls as last MIN_SAMPLE seconds; a candidate's time
-is the median of its samples, which a burst of load from elsewhere on a
-shared machine moves only when it spoils most of them. (The best sample
-favoured a candidate that is sometimes fast: cpp's alexnet_c1 gradients take
-33-35 or 41-46 ms, Numba's 36-39, and cpp won the tunings on its fast mode.)
+round). Candidates whose threads keep spinning after a call (spinners:
+OpenBLAS's threads spin about 0.1 s, Numba's OpenMP threads some 9 ms) go
+through all this after the others, one at a time, each after the previous
+one's threads stopped spinning (wait_for_idle_threads, at most BLAS_SPIN),
+since they would slow the next candidate timed (cpp's max_pool2d on
+pool_56_k2s2 ran 1.5-3x its time in samples right after Numba's, and lost
+the tuning in the bench). Each sample is as many back-to-back calls as last
+MIN_SAMPLE seconds; a candidate's time is the median of its samples, which a
+burst of load from elsewhere on a shared machine moves only when it spoils
+most of them. (The best sample favoured a candidate that is sometimes fast:
+cpp's alexnet_c1 gradients take 33-35 or 41-46 ms, Numba's 36-39, and cpp
+won the tunings on its fast mode.)
 Short calls, whose rounds take under SHORT_TIME in all, get more rounds, up to
 SHORT_ROUNDS: on a 0.2 ms pooling call, five samples of two backends 10%
 apart picked the slower one. Calls under WAKE_BELOW also make one untimed
