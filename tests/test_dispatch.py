@@ -337,11 +337,13 @@ def test_explain_predicts_the_cpp_backward_workspace(layer, batch):
         pytest.skip("no cpp extension")
     from fastconv.bench.memory import peak_extra_bytes
 
-    got = peak_extra_bytes(layer, batch, "cpp", False, op="conv2d_backward")
+    # one thread: with two, which buffers a thread touches depends on the units
+    # it claims (1-2 MB apart from run to run)
+    got = peak_extra_bytes(layer, batch, "cpp", False, op="conv2d_backward", threads=1)
     measured = got["first"] - got["output"]  # the first call allocates the scratch
-    # allocations, of which a thread may leave some untouched (and the kernel
-    # counts resident pages in per-CPU batches): an upper bound, not far above
-    assert measured - (256 << 10) <= got["predicted"] <= 1.5 * measured + (512 << 10)
+    # allocations, of which some may stay untouched (and the kernel counts
+    # resident pages in per-CPU batches): an upper bound, not far above
+    assert measured - (256 << 10) <= got["predicted"] <= 1.25 * measured + (512 << 10)
 
 
 _G = np.ones((2, 3, 4, 4))

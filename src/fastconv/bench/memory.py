@@ -15,6 +15,7 @@ and reports what fastconv.explain predicts for the call's workspace.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -35,16 +36,19 @@ layer = {l.name: l for l in CONV_LAYERS}[name]
 x = np.ones((batch, *layer.x_shape[1:]), np.float32)
 w = np.ones(layer.weight_shape, np.float32)
 kw = dict(stride=layer.stride, padding=layer.padding, groups=layer.groups, backend=backend)
-side = max(layer.kh, layer.kw) + layer.stride  # warm-up: imports, JIT, x and w touched
-small = np.ones((1, layer.c, side, side), np.float32)
-fc.conv2d(small, w, **kw)
 out = np.ones((batch, layer.k, *layer.out_hw), np.float32) if use_out else None
 if op == "conv2d":
+    side = max(layer.kh, layer.kw) + layer.stride  # warm-up: imports, JIT, x and w touched
+    fc.conv2d(np.ones((1, layer.c, side, side), np.float32), w, **kw)
     args, call = (x, w), lambda: fc.conv2d(x, w, **kw, out=out)
 else:
     g = np.ones((batch, layer.k, *layer.out_hw), np.float32)
     args, call = (g, x, w), lambda: fc.conv2d_backward(g, x, w, **kw)
-    fc.conv2d_backward(fc.conv2d(small, w, **kw), small, w, **kw)
+    # warm-up on a small layer of its own: a crop of this one would leave the
+    # buffers sized by the weights (partial sums, packed weights) allocated
+    small, sw = np.ones((2, 4, 16, 16), np.float32), np.ones((8, 4, 3, 3), np.float32)
+    fc.conv2d_backward(np.ones((2, 8, 16, 16), np.float32), small, sw, padding=1,
+                       backend=backend)
 
 def status(field):
     with open("/proc/self/status") as f:
@@ -68,15 +72,20 @@ print(json.dumps({"first": first, "extra": extra, "output": nbytes, "predicted":
 
 
 def peak_extra_bytes(layer: str, batch: int, backend: str, use_out: bool,
-                     op: str = "conv2d") -> dict:
+                     op: str = "conv2d", threads: int | None = None) -> dict:
     """{"first": bytes the first call of the shape added at its peak, "extra": the
     same for a repeated call, "output": bytes of its result (conv2d_backward's
-    three gradients), "predicted": explain's workspace_bytes for the call}."""
+    three gradients), "predicted": explain's workspace_bytes for the call}.
+    threads: FASTCONV_NUM_THREADS for the probe (None: as in this process's
+    environment)."""
     if op not in ("conv2d", "conv2d_backward") or (use_out and op != "conv2d"):
         raise ValueError(f"measures conv2d (out= or not) and conv2d_backward, not {op}")
+    env = dict(os.environ)
+    if threads is not None:
+        env["FASTCONV_NUM_THREADS"] = str(threads)
     done = subprocess.run([sys.executable, "-c", _PROBE, layer, str(batch), backend,
                            "1" if use_out else "0", op], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout)
