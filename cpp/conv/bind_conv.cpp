@@ -68,20 +68,30 @@ void conv2d(const carray<T>& x, const carray<T>& weight, const std::optional<car
         conv2d_gemm<T>(s, x.data(), weight.data(), b, o, relu, threads, layout);
 }
 
-// conv2d_gemm_input for a shape and dtype (`layout` "" for the kernel's choice).
-py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
-                    Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
-                    const std::string& dtype, int threads, const std::string& layout) {
+// The ConvShape of a plan query (conv2d_gemm_input, conv2d_backward_plan), checked:
+// batches of at least min_batch images.
+ConvShape plan_shape(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
+                     Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
+                     const std::string& dtype, int threads, std::int64_t min_batch) {
     const ConvShape s{n, c, hw[0], hw[1], k, kernel[0], kernel[1], stride[0], stride[1],
                       pad[0], pad[1], dilation[0], dilation[1], groups, out_size[0],
                       out_size[1]};
-    require(s.n >= 1 && s.c >= 1 && s.k >= 1 && s.h >= 1 && s.w >= 1 && s.kh >= 1 &&
+    require(s.n >= min_batch && s.c >= 1 && s.k >= 1 && s.h >= 1 && s.w >= 1 && s.kh >= 1 &&
                 s.kw >= 1 && s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1 && s.oh >= 1 &&
                 s.ow >= 1 && s.pad_top >= 0 && s.pad_left >= 0,
             "sizes, stride and dilation must be >= 1, padding >= 0");
     require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0, "groups must divide C and K");
     require(dtype == "float32" || dtype == "float64", "dtype must be float32 or float64");
     require(threads >= 1, "threads must be >= 1");
+    return s;
+}
+
+// conv2d_gemm_input for a shape and dtype (`layout` "" for the kernel's choice).
+py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
+                    Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
+                    const std::string& dtype, int threads, const std::string& layout) {
+    const ConvShape s = plan_shape(hw, n, c, k, kernel, stride, pad, dilation, groups, out_size,
+                                   dtype, threads, 1);
     require(layout.empty() || layout == "runs" || layout == "phased",
             "layout must be runs, phased, or empty (the kernel's choice)");
     const GemmLayout pin = layout == "runs"     ? GemmLayout::runs
@@ -105,16 +115,8 @@ py::dict gemm_input(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pai
 py::dict backward_plan(Pair hw, std::int64_t n, std::int64_t c, std::int64_t k, Pair kernel,
                        Pair stride, Pair pad, Pair dilation, std::int64_t groups, Pair out_size,
                        const std::string& dtype, int threads) {
-    const ConvShape s{n, c, hw[0], hw[1], k, kernel[0], kernel[1], stride[0], stride[1],
-                      pad[0], pad[1], dilation[0], dilation[1], groups, out_size[0],
-                      out_size[1]};
-    require(s.n >= 0 && s.c >= 1 && s.k >= 1 && s.h >= 1 && s.w >= 1 && s.kh >= 1 &&
-                s.kw >= 1 && s.sh >= 1 && s.sw >= 1 && s.dh >= 1 && s.dw >= 1 && s.oh >= 1 &&
-                s.ow >= 1 && s.pad_top >= 0 && s.pad_left >= 0,
-            "sizes, stride and dilation must be >= 1, padding >= 0");
-    require(groups >= 1 && s.c % groups == 0 && s.k % groups == 0, "groups must divide C and K");
-    require(dtype == "float32" || dtype == "float64", "dtype must be float32 or float64");
-    require(threads >= 1, "threads must be >= 1");
+    const ConvShape s = plan_shape(hw, n, c, k, kernel, stride, pad, dilation, groups, out_size,
+                                   dtype, threads, 0);
     const BackwardPlan p = dtype == "float32" ? conv2d_backward_plan<float>(s, threads)
                                               : conv2d_backward_plan<double>(s, threads);
     py::dict d;

@@ -387,17 +387,19 @@ void conv2d_backward(const ConvShape& s, const T* grad_out, const T* x, const T*
         std::fill(grad_weight, grad_weight + s.k * depth, T(0));
         return;
     }
-    if (const Pieces pieces = l2_pieces<T>(s, !input_gradient_is_conv(s)); pieces.images) {
-        backward_in_l2_pieces(s, pieces, grad_out, x, weight, grad_input, grad_weight, threads);
+    const BackwardPlan plan = conv2d_backward_plan<T>(s, threads);
+    if (plan.piece_images) {
+        backward_in_l2_pieces(s, {plan.piece_images, plan.piece_rows}, grad_out, x, weight,
+                              grad_input, grad_weight, threads);
         return;
     }
     // every element is written before it is read: no zero-filling
     input_gradient_as_conv(s, grad_out, weight, grad_input, threads);
-    if (direct_weight_grad_pays(s)) {
+    if (plan.direct_weight) {
         weight_grad_direct(s, grad_out, x, grad_weight, threads);
         return;
     }
-    const i64 per_image = s.c * s.kh * s.kw * pixels, chunk = im2col_chunk<T>(s);
+    const i64 per_image = s.c * s.kh * s.kw * pixels, chunk = plan.chunk;
     T* cols = scratch<T>(ScratchSlot::backward_cols, per_image * chunk);
     T* g = scratch<T>(ScratchSlot::backward_grad, s.k * pixels * chunk);
     const i64 weight_slice = weight_pixel_slice<T>(s);

@@ -251,6 +251,15 @@ def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int, nr: 
     return col_blocks * _cdiv(m, rows_per_group)
 
 
+def _kernel_geometry(s) -> tuple[tuple[int, int], int, int]:
+    """((H, W), top, left) of the input the cpp kernels get: x itself, or its
+    padded copy (CppBackend._zero_padded) for the other padding modes."""
+    top, bottom, left, right = s.pads
+    if s.padding_mode != "zeros":
+        return (s.h + top + bottom, s.w + left + right), 0, 0
+    return (s.h, s.w), top, left
+
+
 def _gemm_input(s, threads: int) -> dict | None:
     """How cpp conv2d's GEMM runs s (_cpp.conv2d_gemm_input: its layout, input
     copy, packed weights and split, from the extension's own rules in
@@ -258,10 +267,7 @@ def _gemm_input(s, threads: int) -> dict | None:
     module = _extension()
     if module is None:
         return None
-    top, bottom, left, right = s.pads
-    hw = (s.h, s.w)
-    if s.padding_mode != "zeros":  # the kernel gets a padded copy (CppBackend._zero_padded)
-        hw, top, left = (s.h + top + bottom, s.w + left + right), 0, 0
+    hw, top, left = _kernel_geometry(s)
     return module.conv2d_gemm_input(hw, s.n, s.c, s.k, (s.kh, s.kw), s.stride, (top, left),
                                     s.dilation, s.groups, (s.oh, s.ow), np.dtype(s.dtype).name,
                                     threads)
@@ -301,10 +307,7 @@ def _cpp_backward(s, threads: int, item: int) -> list[tuple[str, int]]:
     if module is None or s.n == 0:
         return []
     mr, nr = _micro_tile(s.dtype)
-    top, bottom, left, right = s.pads
-    h, w = s.h, s.w
-    if s.padding_mode != "zeros":  # the kernel gets the padded copy
-        h, w, top, left = h + top + bottom, w + left + right, 0, 0
+    (h, w), top, left = _kernel_geometry(s)
     plan = module.conv2d_backward_plan((h, w), s.n, s.c, s.k, (s.kh, s.kw), s.stride,
                                        (top, left), s.dilation, s.groups, (s.oh, s.ow),
                                        np.dtype(s.dtype).name, threads)
