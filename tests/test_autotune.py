@@ -446,3 +446,51 @@ def test_explain_reports_autotuning(tuning):
     assert "chosen by autotuning" in text and "timed (measured)" in text
     for label in winner.seconds:
         assert label in text
+
+
+def test_only_winners_of_a_millisecond_or_more_with_a_runner_up_are_watched():
+    assert _tuning.Tuned("cpp", None, {"cpp": 2e-3, "numba": 2.5e-3}, 0.1).recheck_above == \
+        pytest.approx(_tuning.RECHECK_ABOVE * 2.5e-3)
+    assert _tuning.Tuned("cpp", None, {"cpp": 5e-4, "numba": 6e-4}, 0.1).recheck_above == 0
+    assert _tuning.Tuned("cpp", None, {"cpp": 2e-3, "numba": math.inf}, 0.1).recheck_above == 0
+    assert _tuning.Tuned("cpp", None, {}, 0.0).recheck_above == 0
+
+
+def _pretend_tuned(seconds):
+    """Replace the one tuning in memory by numpy's, said to take `seconds` per
+    call, as does the runner-up; the signature's (op, spec, threads)."""
+    (key, _), = _tuning._current().memory.items()
+    _tuning.record(*key, _tuning.Tuned("numpy", None, {"numpy": seconds, "cpp": seconds}, 0.0))
+    return key
+
+
+def test_a_winner_slower_than_the_runner_up_was_is_tuned_again(tuning, tunes, monkeypatch):
+    monkeypatch.setattr(_tuning, "WATCH_FROM", 0.0)
+    want = fc.conv2d(X, W, backend="numpy")
+    fc.conv2d(X, W)
+    key = _pretend_tuned(1e-9)  # every real call is slower than that
+    for _ in range(_tuning.WATCH_CALLS):
+        _close(fc.conv2d(X, W), want)
+    assert len(tunes) == 1 and _tuning.rechecks(*key) == 1
+    _close(fc.conv2d(X, W), want)  # the next call times the candidates again
+    assert len(tunes) == 2 and _tuning.lookup(*key).seconds["numpy"] > 1e-9
+    assert "1 more time" in fc.explain("conv2d", X, W).autotune
+    # at most RECHECKS times; then its calls are no longer timed
+    for n in range(_tuning.RECHECKS):
+        _pretend_tuned(1e-9)
+        for _ in range(_tuning.WATCH_CALLS + 1):
+            fc.conv2d(X, W)
+    assert len(tunes) == 1 + _tuning.RECHECKS
+    assert _tuning.lookup(*key).recheck_above == 0 and _tuning.rechecks(*key) == _tuning.RECHECKS
+
+
+def test_a_winner_as_fast_as_it_was_is_kept(tuning, tunes, monkeypatch):
+    monkeypatch.setattr(_tuning, "WATCH_FROM", 0.0)
+    fc.conv2d(X, W)
+    key = _pretend_tuned(1.0)
+    for _ in range(3 * _tuning.WATCH_CALLS):
+        fc.conv2d(X, W)
+    assert len(tunes) == 1 and _tuning.rechecks(*key) == 0
+    assert _tuning.lookup(*key).recheck_above > 0
+    text = fc.explain("conv2d", X, W).autotune
+    assert "its calls are timed" in text and "more time" not in text

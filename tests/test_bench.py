@@ -2,6 +2,7 @@
 argument checks and one layer measured end to end. Nothing here asserts a speed."""
 
 import io
+import itertools
 import json
 import os
 import sys
@@ -9,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from fastconv import _tuning
 from fastconv.bench import limits, ops, report, runner
 from fastconv.bench.report import Cell
 from fastconv.bench.shapes import CONV_LAYERS, LAYERS, POOL_LAYERS
@@ -210,6 +212,24 @@ def test_measure_layer_times_every_contender_and_checks_it(op):
                                                     ops.TEXTBOOK_OPS else [])
     assert all(len(c.times) == 2 and not c.error for c in cells), cells
     assert len(ticks) == 3 and notes == []
+
+
+def test_measure_layer_notes_an_autotuned_pick_that_changed(monkeypatch):
+    monkeypatch.setattr(_tuning, "WATCH_FROM", 0.0)  # every winner watched
+    picks = itertools.chain(["numpy"], itertools.repeat("cpp"))
+
+    def measure(candidates, run, spinners=None):  # numpy first, then cpp, each 1 ns
+        labels = [label for label, _ in candidates]
+        return labels.index(next(picks)), dict.fromkeys(labels, 1e-9)
+
+    monkeypatch.setattr(_tuning, "measure", measure)
+    layer = ops.stand_in(ops.table("max_pool2d")[-1])
+    suite = runner.Suite(_tuning.WATCH_CALLS + 2, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
+    cells, notes = runner.measure_layer("max_pool2d", layer, np.float32,
+                                        ["cpp", "numpy", "autotuned"], None, suite)
+    assert cells[-1].path == "cpp" and not cells[-1].error
+    assert notes == [f"max_pool2d {layer.name}: autotuned ran numpy at first, then cpp, "
+                     "tuned again when its calls ran slower than the runner-up had"]
 
 
 def test_rounds_alternate_the_contenders_order(monkeypatch):

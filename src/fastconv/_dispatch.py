@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -182,28 +183,26 @@ def _tuned_impl(tuned: _tuning.Tuned, op: str, spec):
     return impl
 
 
-def _autotuned(op: str, spec, execute):
-    """The impl autotuning picks: its tuning in memory, else in the file, else
-    a tuning now (run() looks in memory first itself)."""
-    threads = _threads.get_num_threads()
+def _autotuned(op: str, spec, threads: int, execute) -> _tuning.Tuned:
+    """The tuning autotuning runs, its impl set: in memory, else in the file,
+    else measured now (run() looks in memory first itself)."""
     tuned = _tuning.lookup(op, spec, threads)
     if tuned is not None:
-        impl = _tuned_impl(tuned, op, spec)
-        if impl is not None:
-            return impl
+        if _tuned_impl(tuned, op, spec) is not None:
+            return tuned
         _tuning.forget(op, spec, threads)
     candidates = _candidates(op, spec)
     if len(candidates) == 1:  # nothing to time; remembered in memory only
         label, name, kernel, impl = candidates[0]
-        _tuning.record(op, spec, threads, _tuning.Tuned(name, kernel, {}, 0.0, impl=impl),
-                       save=False)
-        return impl
+        tuned = _tuning.Tuned(name, kernel, {}, 0.0, impl=impl)
+        _tuning.record(op, spec, threads, tuned, save=False)
+        return tuned
     winner, tuned = _tuning.tune(op, spec, threads, candidates,
                                  lambda impl: _execute(impl, op, execute),
                                  [_spins(op, name) for _, name, _, _ in candidates])
     tuned.impl = candidates[winner][3]
     _tuning.record(op, spec, threads, tuned)
-    return tuned.impl
+    return tuned
 
 
 def _calls_blas(op: str, backend: str) -> bool:
@@ -236,11 +235,17 @@ def run(op: str, spec, backend: str, execute):
     elif _tuning._enabled or (_tuning._enabled is None and _tuning.is_enabled()):
         # the winner in memory without a function call: on a 12 us conv2d,
         # going through lookup() cost autotuned calls 1 us more than auto's
+        threads = _threads.get_num_threads()
         store = _tuning._scratch or _tuning._store
-        tuned = None if store is None else store.memory.get((op, spec, _threads.get_num_threads()))
-        impl = tuned.impl if tuned is not None and tuned.impl is not None else None
-        if impl is None:
-            impl = _autotuned(op, spec, execute)
+        tuned = None if store is None else store.memory.get((op, spec, threads))
+        if tuned is None or tuned.impl is None:
+            tuned = _autotuned(op, spec, threads, execute)
+        impl = tuned.impl
+        if tuned.recheck_above:  # the winner's calls are watched (_tuning.watch)
+            start = time.perf_counter()
+            result = _execute(impl, op, execute)
+            _tuning.watch(op, spec, threads, tuned, time.perf_counter() - start)
+            return result
     else:
         impl = _auto_memo.get((op, spec))
         if impl is None:
@@ -412,6 +417,12 @@ def plan(op: str, spec, backend: str, out_shape, copies=()) -> Plan:
                             for label, sec in sorted(tuned.seconds.items(), key=lambda kv: kv[1])
                             if label != tuned.label]
                 autotune = f"on; this signature was timed ({tuned.source})"
+                if again := _tuning.rechecks(op, spec, threads):
+                    autotune += (f", {again} more time{'s' if again > 1 else ''} after the "
+                                 "winner's calls ran slower than the runner-up's time")
+                if tuned.recheck_above:
+                    autotune += (f"; its calls are timed, and a median over "
+                                 f"{_time(tuned.recheck_above)} times the candidates again")
             else:
                 tuned = None
                 autotune = (f"on; not timed yet: the first call times {timed} with {threads} "

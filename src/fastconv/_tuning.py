@@ -37,6 +37,15 @@ drop out (they cost the most time). The call's result comes from one more
 run of the winner, so timing never changes what the call returns. The timing
 runs with the call's thread share, as the call itself does.
 
+A tuning is a snapshot well under a second long; what it saw may not last
+(Numba's im2col of resnet_3x3_56 ran 11 ms a call for a few seconds and
+16-19 ms otherwise, and a tuning in a fast stretch picked it over cpp's
+11-14). So the winner's own calls are timed when it took WATCH_FROM or more:
+when WATCH_CALLS of them have a median over RECHECK_ABOVE times the
+runner-up's time, the tuning is forgotten and the next call times the
+candidates again, RECHECKS times per signature and process at most (see
+watch()).
+
 Candidates (fastconv._rules.candidates): every available backend that runs
 the call; for cpp's conv2d, each kernel that applies ("gemm", "1x1" for
 pointwise layers, "direct" up to 16 filters per group).
@@ -81,6 +90,10 @@ PRUNE_AFTER = 2  # rounds: a load spike rarely spans two samples of a candidate
 BLAS_SPIN = 0.12  # seconds OpenBLAS's threads spin after a call (2^28 cycles): the longest wait
 IDLE_STEP = 0.005  # seconds: wait_for_idle_threads looks at the process's CPU time this often
 WAKE_BELOW = 0.01  # seconds: shorter calls get an untimed call before each sample
+WATCH_FROM = 1e-3  # seconds: winners timed at this or more have their calls timed too
+WATCH_CALLS = 9  # calls per look at a watched winner's times
+RECHECK_ABOVE = 1.1  # re-tune when the winner's calls take this times the runner-up's time
+RECHECKS = 2  # re-tunings per signature and process at most
 
 
 class TuningCacheWarning(UserWarning):
@@ -111,7 +124,10 @@ def autotune(enabled: bool | None = None) -> bool:
     When on, the first call of each signature (op, shapes, stride, padding,
     dilation, groups, dtype, thread count...) times every backend and kernel
     that can run it and runs the fastest; the winner is remembered, on disk
-    too (see tuning_cache()). The default is FASTCONV_AUTOTUNE (1 for on).
+    too (see tuning_cache()). When a winner's calls of a millisecond or more
+    then run over 1.1x the runner-up's timed speed, the next call times the
+    candidates again (twice per signature and process at most). The default
+    is FASTCONV_AUTOTUNE (1 for on).
     """
     global _enabled
     if enabled is not None:
@@ -188,6 +204,17 @@ class Tuned:
     when: str = ""
     source: str = "measured"  # or "cache file"
     impl: object = field(default=None, repr=False, compare=False)  # what runs it, not saved
+    # the winner's calls are timed (see watch()) when they take WATCH_FROM or
+    # more and a runner-up was timed: re-tune above this many seconds a call
+    recheck_above: float = field(default=0.0, init=False, repr=False, compare=False)
+    calls: list = field(default_factory=list, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        own = self.seconds.get(self.label, math.inf)
+        others = [t for label, t in self.seconds.items() if label != self.label]
+        runner_up = min(others, default=math.inf)
+        if WATCH_FROM <= own < math.inf and runner_up < math.inf:
+            self.recheck_above = RECHECK_ABOVE * runner_up
 
     @property
     def label(self) -> str:
@@ -216,6 +243,7 @@ class _Store:
     machine: dict
     memory: dict = field(default_factory=dict)  # (op, spec, threads) -> Tuned
     disk: dict = field(default_factory=dict)  # signature -> Tuned, as read from the file
+    rechecks: dict = field(default_factory=dict)  # (op, spec, threads) -> re-tunings so far
 
 
 def _file_for(machine_key: dict) -> Path:
@@ -340,6 +368,45 @@ def forget(op: str, spec, threads: int) -> None:
         if store is not None:
             store.memory.pop((op, spec, threads), None)
             store.disk.pop(signature(op, spec, threads), None)
+
+
+def watch(op: str, spec, threads: int, tuned: Tuned, seconds: float) -> None:
+    """Note that a call of the tuned winner took `seconds`. Every WATCH_CALLS
+    calls, when their median is above tuned.recheck_above (RECHECK_ABOVE times
+    the runner-up's timed seconds), forget the tuning, so that the next call
+    times the candidates again; RECHECKS times per signature at most, then
+    the winner's calls are no longer timed.
+
+    A tuning is a few samples in well under a second, and what it measured
+    may not last: Numba's im2col of resnet_3x3_56 ran 11 ms a call in two
+    rounds of the bench and 16-19 ms in the other eight, cpp's 11-14 ms, and
+    the tuning had picked Numba in a fast stretch. Only the winner's own calls
+    show that, and cost nothing to time on calls of a millisecond or more."""
+    calls = tuned.calls
+    calls.append(seconds)
+    if len(calls) < WATCH_CALLS:
+        return
+    slow = statistics.median(calls) > tuned.recheck_above
+    calls.clear()
+    if not slow:
+        return
+    key = (op, spec, threads)
+    with _lock:
+        store = _scratch or _store
+        if store is None or store.memory.get(key) is not tuned:  # re-tuned meanwhile
+            return
+        done = store.rechecks.get(key, 0)
+        if done >= RECHECKS:
+            tuned.recheck_above = 0.0  # stop timing its calls
+            return
+        store.rechecks[key] = done + 1
+        forget(op, spec, threads)
+
+
+def rechecks(op: str, spec, threads: int) -> int:
+    """How often the signature's tuning was forgotten by watch() in this process."""
+    store = _scratch or _store
+    return 0 if store is None else store.rechecks.get((op, spec, threads), 0)
 
 
 def record(op: str, spec, threads: int, tuned: Tuned, save: bool = True) -> None:

@@ -105,8 +105,8 @@ def _per_call(fn: Callable[[], object], calls: int) -> float:
 
 def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
                   tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
-    """(one cell per contender, notes on contenders that do not run this layer).
-    Calls `tick` once after the checks and once per round."""
+    """(one cell per contender, notes on contenders that do not run this layer
+    and on autotuning that changed its pick during the rounds). Calls `tick` once after the checks and once per round."""
     with _tuning.scratch():  # autotuning starts afresh on each layer, in memory only
         return _measure_layer(op, layer, dtype, backends, torch, suite, tick)
 
@@ -151,6 +151,12 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
                 by_name[name].error = f"{type(exc).__name__}: {exc}"
                 del live[name]
         tick()
+    for name in live:  # a watched winner may have been tuned again (fastconv._tuning.watch)
+        if name in ops.AUTO and (path := ops.auto_choice(op, layer, a, name)) != by_name[name].path:
+            notes.append(f"{op} {layer.name}: {name} ran {by_name[name].path} at first, "
+                         f"then {path}, tuned again when its calls ran slower than the "
+                         f"runner-up had")
+            by_name[name].path = path
     return cells, notes
 
 
