@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastconv as fc
-from fastconv import _dispatch, _tuning
+from fastconv import _dispatch, _params, _tuning
 
 rng = np.random.default_rng(8)
 X = rng.standard_normal((2, 3, 10, 10)).astype(np.float32)
@@ -454,6 +454,9 @@ def test_only_winners_of_a_millisecond_or_more_with_a_runner_up_are_watched():
     assert _tuning.Tuned("cpp", None, {"cpp": 5e-4, "numba": 6e-4}, 0.1).recheck_above == 0
     assert _tuning.Tuned("cpp", None, {"cpp": 2e-3, "numba": math.inf}, 0.1).recheck_above == 0
     assert _tuning.Tuned("cpp", None, {}, 0.0).recheck_above == 0
+    # a look at its calls: WATCH_LOOK seconds of them, 3 to WATCH_CALLS
+    assert [_tuning.Tuned("cpp", None, {"cpp": t, "numba": 1.0}, 0.1).look_calls
+            for t in (2e-3, 1e-2, 0.1)] == [_tuning.WATCH_CALLS, 5, 3]
 
 
 def _pretend_tuned(seconds):
@@ -469,8 +472,11 @@ def test_a_winner_slower_than_the_runner_up_was_is_tuned_again(tuning, tunes, mo
     want = fc.conv2d(X, W, backend="numpy")
     fc.conv2d(X, W)
     key = _pretend_tuned(1e-9)  # every real call is slower than that
-    for _ in range(_tuning.WATCH_CALLS):
+    looks = (1 + _tuning.SLOW_LOOKS) * _tuning.WATCH_CALLS  # the first look is skipped
+    for _ in range(looks - 1):
         _close(fc.conv2d(X, W), want)
+    assert _tuning.rechecks(*key) == 0
+    _close(fc.conv2d(X, W), want)
     assert len(tunes) == 1 and _tuning.rechecks(*key) == 1
     _close(fc.conv2d(X, W), want)  # the next call times the candidates again
     assert len(tunes) == 2 and _tuning.lookup(*key).seconds["numpy"] > 1e-9
@@ -478,7 +484,7 @@ def test_a_winner_slower_than_the_runner_up_was_is_tuned_again(tuning, tunes, mo
     # at most RECHECKS times; then its calls are no longer timed
     for n in range(_tuning.RECHECKS):
         _pretend_tuned(1e-9)
-        for _ in range(_tuning.WATCH_CALLS + 1):
+        for _ in range(looks + 1):
             fc.conv2d(X, W)
     assert len(tunes) == 1 + _tuning.RECHECKS
     assert _tuning.lookup(*key).recheck_above == 0 and _tuning.rechecks(*key) == _tuning.RECHECKS
@@ -488,9 +494,27 @@ def test_a_winner_as_fast_as_it_was_is_kept(tuning, tunes, monkeypatch):
     monkeypatch.setattr(_tuning, "WATCH_FROM", 0.0)
     fc.conv2d(X, W)
     key = _pretend_tuned(1.0)
-    for _ in range(3 * _tuning.WATCH_CALLS):
+    for _ in range(4 * _tuning.WATCH_CALLS):
         fc.conv2d(X, W)
     assert len(tunes) == 1 and _tuning.rechecks(*key) == 0
     assert _tuning.lookup(*key).recheck_above > 0
     text = fc.explain("conv2d", X, W).autotune
     assert "its calls are timed" in text and "more time" not in text
+
+
+def test_watch_re_tunes_after_slow_looks_in_a_row_not_counting_the_first():
+    spec = _params.conv2d(X, W, None, 1, 0, 1, 1, "zeros", None)[0]
+    slow, fast = 3e-3, 2e-3  # the runner-up took 2.5 ms: over 2.75 ms is slow
+    with _tuning.scratch():
+        tuned = _tuning.Tuned("cpp", None, {"cpp": 2e-3, "numba": 2.5e-3}, 0.1)
+        _tuning.record("conv2d", spec, 1, tuned)
+        looks = [slow, slow, fast, slow]  # skipped, slow, fast, slow: none two in a row counted
+        for seconds in looks:
+            for _ in range(_tuning.WATCH_CALLS):
+                _tuning.watch("conv2d", spec, 1, tuned, seconds)
+        assert _tuning.rechecks("conv2d", spec, 1) == 0
+        assert _tuning.lookup("conv2d", spec, 1) is tuned
+        for _ in range(_tuning.WATCH_CALLS):
+            _tuning.watch("conv2d", spec, 1, tuned, slow)
+        assert _tuning.rechecks("conv2d", spec, 1) == 1
+        assert _tuning.lookup("conv2d", spec, 1) is None

@@ -224,7 +224,8 @@ def test_measure_layer_notes_an_autotuned_pick_that_changed(monkeypatch):
 
     monkeypatch.setattr(_tuning, "measure", measure)
     layer = ops.stand_in(ops.table("max_pool2d")[-1])
-    suite = runner.Suite(_tuning.WATCH_CALLS + 2, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
+    suite = runner.Suite((1 + _tuning.SLOW_LOOKS) * _tuning.WATCH_CALLS + 1, 0.0, 64, 1,
+                         1 << 20, 1, settle=0.0)
     cells, notes = runner.measure_layer("max_pool2d", layer, np.float32,
                                         ["cpp", "numpy", "autotuned"], None, suite)
     assert cells[-1].path == "cpp" and not cells[-1].error

@@ -40,9 +40,10 @@ runs with the call's thread share, as the call itself does.
 A tuning is a snapshot well under a second long; what it saw may not last
 (Numba's im2col of resnet_3x3_56 ran 11 ms a call for a few seconds and
 16-19 ms otherwise, and a tuning in a fast stretch picked it over cpp's
-11-14). So the winner's own calls are timed when it took WATCH_FROM or more:
-when WATCH_CALLS of them have a median over RECHECK_ABOVE times the
-runner-up's time, the tuning is forgotten and the next call times the
+11-14). So the winner's own calls are timed when it took WATCH_FROM or more.
+When the median of a look at them (WATCH_LOOK seconds of calls, 3 to
+WATCH_CALLS) is over RECHECK_ABOVE times the runner-up's time, SLOW_LOOKS
+looks in a row, the tuning is forgotten and the next call times the
 candidates again, RECHECKS times per signature and process at most (see
 watch()).
 
@@ -91,7 +92,9 @@ BLAS_SPIN = 0.12  # seconds OpenBLAS's threads spin after a call (2^28 cycles): 
 IDLE_STEP = 0.005  # seconds: wait_for_idle_threads looks at the process's CPU time this often
 WAKE_BELOW = 0.01  # seconds: shorter calls get an untimed call before each sample
 WATCH_FROM = 1e-3  # seconds: winners timed at this or more have their calls timed too
-WATCH_CALLS = 9  # calls per look at a watched winner's times
+WATCH_CALLS = 9  # calls per look at a watched winner's times, at most
+WATCH_LOOK = 0.05  # seconds of calls per look, at least 3 calls
+SLOW_LOOKS = 2  # looks in a row over RECHECK_ABOVE that re-tune (the first look is skipped)
 RECHECK_ABOVE = 1.1  # re-tune when the winner's calls take this times the runner-up's time
 RECHECKS = 2  # re-tunings per signature and process at most
 
@@ -208,6 +211,9 @@ class Tuned:
     # more and a runner-up was timed: re-tune above this many seconds a call
     recheck_above: float = field(default=0.0, init=False, repr=False, compare=False)
     calls: list = field(default_factory=list, init=False, repr=False, compare=False)
+    look_calls: int = field(default=WATCH_CALLS, init=False, repr=False, compare=False)
+    looks: int = field(default=0, init=False, repr=False, compare=False)
+    slow_looks: int = field(default=0, init=False, repr=False, compare=False)  # in a row
 
     def __post_init__(self):
         own = self.seconds.get(self.label, math.inf)
@@ -215,6 +221,7 @@ class Tuned:
         runner_up = min(others, default=math.inf)
         if WATCH_FROM <= own < math.inf and runner_up < math.inf:
             self.recheck_above = RECHECK_ABOVE * runner_up
+            self.look_calls = max(3, min(WATCH_CALLS, math.ceil(WATCH_LOOK / own)))
 
     @property
     def label(self) -> str:
@@ -371,24 +378,27 @@ def forget(op: str, spec, threads: int) -> None:
 
 
 def watch(op: str, spec, threads: int, tuned: Tuned, seconds: float) -> None:
-    """Note that a call of the tuned winner took `seconds`. Every WATCH_CALLS
-    calls, when their median is above tuned.recheck_above (RECHECK_ABOVE times
-    the runner-up's timed seconds), forget the tuning, so that the next call
-    times the candidates again; RECHECKS times per signature at most, then
-    the winner's calls are no longer timed.
+    """Note that a call of the tuned winner took `seconds`. Looks at the
+    median of every tuned.look_calls calls (WATCH_LOOK seconds of them, 3 to
+    WATCH_CALLS): when SLOW_LOOKS in a row are above
+    tuned.recheck_above (RECHECK_ABOVE times the runner-up's timed seconds),
+    forget the tuning, so that the next call times the candidates again;
+    RECHECKS times per signature at most, then the winner's calls are no
+    longer timed (why: the module docstring).
 
-    A tuning is a few samples in well under a second, and what it measured
-    may not last: Numba's im2col of resnet_3x3_56 ran 11 ms a call in two
-    rounds of the bench and 16-19 ms in the other eight, cpp's 11-14 ms, and
-    the tuning had picked Numba in a fast stretch. Only the winner's own calls
-    show that, and cost nothing to time on calls of a millisecond or more."""
+    The first look is skipped: the calls right after a tuning run beside the
+    threads of the spinners it timed last (cpp's gradients of batch1_3x3_56
+    in the bench: 7.7, 7.6, 10.1 ms, then 4.3-5.9). Two looks in a row: a
+    burst of load from elsewhere (8.6, 8.8, 6.6 ms) rarely spans both."""
     calls = tuned.calls
     calls.append(seconds)
-    if len(calls) < WATCH_CALLS:
+    if len(calls) < tuned.look_calls:
         return
     slow = statistics.median(calls) > tuned.recheck_above
     calls.clear()
-    if not slow:
+    tuned.looks += 1
+    tuned.slow_looks = tuned.slow_looks + 1 if slow and tuned.looks > 1 else 0
+    if tuned.slow_looks < SLOW_LOOKS:
         return
     key = (op, spec, threads)
     with _lock:

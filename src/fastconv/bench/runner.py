@@ -106,7 +106,8 @@ def _per_call(fn: Callable[[], object], calls: int) -> float:
 def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
                   tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
     """(one cell per contender, notes on contenders that do not run this layer
-    and on autotuning that changed its pick during the rounds). Calls `tick` once after the checks and once per round."""
+    and on autotuning that changed its pick during the rounds). Calls `tick`
+    once after the checks and once per round."""
     with _tuning.scratch():  # autotuning starts afresh on each layer, in memory only
         return _measure_layer(op, layer, dtype, backends, torch, suite, tick)
 
