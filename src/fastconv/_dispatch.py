@@ -421,8 +421,9 @@ def plan(op: str, spec, backend: str, out_shape, copies=()) -> Plan:
                     autotune += (f", {again} more time{'s' if again > 1 else ''} after the "
                                  "winner's calls ran slower than the runner-up's time")
                 if tuned.recheck_above:
-                    autotune += (f"; its calls are timed, and a median over "
-                                 f"{_time(tuned.recheck_above)} times the candidates again")
+                    autotune += (f"; its calls are timed, and running over "
+                                 f"{_time(tuned.recheck_above)} a call (the runner-up's time "
+                                 f"+{_tuning.RECHECK_ABOVE - 1:.0%}) times the candidates again")
             else:
                 tuned = None
                 autotune = (f"on; not timed yet: the first call times {timed} with {threads} "
