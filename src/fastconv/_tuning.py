@@ -88,7 +88,6 @@ MIN_SAMPLE = 2e-3  # seconds of back-to-back calls per sample
 MAX_INNER = 50  # calls per sample at most
 PRUNE = 3.0  # after the second round, drop candidates this much slower than the best
 PRUNE_AFTER = 2  # rounds: a load spike rarely spans two samples of a candidate
-CLOSE = 1.3  # a runner-up within this of the winner, timed in another stretch, is timed again
 BLAS_SPIN = 0.12  # seconds OpenBLAS's threads spin after a call (2^28 cycles): the longest wait
 IDLE_STEP = 0.005  # seconds: wait_for_idle_threads looks at the process's CPU time this often
 WAKE_BELOW = 0.01  # seconds: shorter calls get an untimed call before each sample
@@ -533,39 +532,17 @@ def measure(candidates, run, spinners=None) -> tuple[int, dict[str, float]]:
             wait_for_idle_threads()
         warm_up([i])
         timed[True] += timed_rounds([i])
-    def again(group):
-        """A second stretch of samples for `group`: the others in rounds, then
-        each spinner alone, each after the threads before it went idle."""
-        for i in group:
-            stretches[i].append([])
-        quiet = [i for i in group if not spins[i]]
-        if quiet:
-            wait_for_idle_threads()
-            for r in rounds():
-                one_round(quiet, r)
-        for i in group:
-            if spins[i]:
-                wait_for_idle_threads()
-                for r in rounds():
-                    one_round([i], r)
-
     winner = min(range(len(candidates)), key=seconds)
     # A spinner ahead: the others were all timed in one stretch, which one
     # burst of load from elsewhere can spoil (cpp lost 1 in 3 tunings of
     # batch1_3x3_56 so, at 1.6-2x its time). Time those left once more, when
     # the spinner's threads have stopped: a second stretch.
     if spins[winner] and timed[False]:
-        again(timed[False])
-        winner = min(range(len(candidates)), key=seconds)
-    # A close race between two timed in different stretches (either a
-    # spinner): one of them may have run in a slow stretch (Numba's gradients
-    # of resnet_stem at 65 ms a call, 50 otherwise, lost to cpp's 64.6). Each
-    # of the two not timed twice yet gets a second stretch.
-    runner_up = min((i for i in range(len(candidates)) if i != winner), key=seconds,
-                    default=None)
-    if (runner_up is not None and seconds(runner_up) <= CLOSE * seconds(winner)
-            and (spins[runner_up] or spins[winner])):
-        again([i for i in (runner_up, winner) if len(stretches[i]) == 1])
+        wait_for_idle_threads()
+        for i in timed[False]:
+            stretches[i].append([])
+        for r in rounds():
+            one_round(timed[False], r)
         winner = min(range(len(candidates)), key=seconds)
     return winner, {label: seconds(i) for i, (label, _) in enumerate(candidates)}
 
