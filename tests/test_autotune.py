@@ -482,7 +482,7 @@ def test_a_winner_slower_than_the_runner_up_was_is_tuned_again(tuning, tunes, mo
     assert len(tunes) == 2 and _tuning.lookup(*key).seconds["numpy"] > 1e-9
     assert "1 more time" in fc.explain("conv2d", X, W).autotune
     # at most RECHECKS times; then its calls are no longer timed
-    for n in range(_tuning.RECHECKS):
+    for _ in range(_tuning.RECHECKS):
         _pretend_tuned(1e-9)
         for _ in range(looks + 1):
             fc.conv2d(X, W)
