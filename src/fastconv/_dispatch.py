@@ -418,7 +418,7 @@ def plan(op: str, spec, backend: str, out_shape, copies=()) -> Plan:
                             if label != tuned.label]
                 autotune = f"on; this signature was timed ({tuned.source})"
                 if again := _tuning.rechecks(op, spec, threads):
-                    autotune += (f", {again} more time{'s' if again > 1 else ''} after the "
+                    autotune += (f", {_rules._count(again, 'more time')} after the "
                                  "winner's calls ran slower than the runner-up's time")
                 if tuned.recheck_above:
                     autotune += (f"; its calls are timed, and running over "
@@ -426,8 +426,8 @@ def plan(op: str, spec, backend: str, out_shape, copies=()) -> Plan:
                                  f"+{_tuning.RECHECK_ABOVE - 1:.0%}) times the candidates again")
             else:
                 tuned = None
-                autotune = (f"on; not timed yet: the first call times {timed} with {threads} "
-                            f"thread{'s' if threads > 1 else ''} and runs the fastest"
+                autotune = (f"on; not timed yet: the first call times {timed} with "
+                            f"{_rules._count(threads, 'thread')} and runs the fastest"
                             if len(labels) > 1 else "on; one candidate only, nothing to time")
         else:
             tuned = _tuning.lookup(op, spec, threads, load=False)  # known, not in use

@@ -251,6 +251,11 @@ def _gemm_split_units(m: int, n: int, threads: int, itemsize: int, mr: int, nr: 
     return col_blocks * _cdiv(m, rows_per_group)
 
 
+def _count(n: int, noun: str) -> str:
+    """"1 thread", "2 threads"."""
+    return f"{n} {noun}{'s' if n > 1 else ''}"
+
+
 def _kernel_geometry(s) -> tuple[tuple[int, int], int, int]:
     """((H, W), top, left) of the input the cpp kernels get: x itself, or its
     padded copy (CppBackend._zero_padded) for the other padding modes."""
@@ -289,7 +294,7 @@ def _gemm_items(g: dict, item: int) -> list[tuple[str, int]]:
     if g["packed_weights"]:
         out.append(("packed weights", g["packed_weights"] * item))
     nt, block_cols = g["threads"], g["block_cols"]
-    threads_x = f"{nt} thread{'s' if nt > 1 else ''} x"
+    threads_x = _count(nt, "thread") + " x"
     # a B block (the runs layout packs), and an edge tile per (column panel, MR
     # filters) of a unit
     if g["layout"] == "phased":
@@ -315,7 +320,7 @@ def _cpp_backward(s, threads: int, item: int) -> list[tuple[str, int]]:
     depth, pixels, taps_all = cg * s.kh * s.kw, s.oh * s.ow, s.c * s.kh * s.kw
     weight = s.k * depth
     nt, images, direct = plan["threads"], plan["piece_images"], plan["direct_weight"]
-    on_threads = f"{nt} thread{'s' if nt > 1 else ''}"
+    on_threads = _count(nt, "thread")
     gemm_ws = _gemm_workspace(item, mr, nr)
     # the direct grad weight kernel's copies of a step of images: the input
     # zero-padded, grad_out in rows of whole vectors (direct_impl.h)
@@ -336,7 +341,7 @@ def _cpp_backward(s, threads: int, item: int) -> list[tuple[str, int]]:
         per = (taps_all * piece * (1 if direct else 2) + grad
                + (0 if direct else s.groups * _cdiv(kg, mr) * mr * piece)) * item + gemm_ws
         per += direct_copies if direct else 0
-        what = f"{images} image{'s' if images > 1 else ''}" if rows == s.oh else f"{rows} rows"
+        what = _count(images, "image") if rows == s.oh else f"{rows} rows"
         out.append(("packed weights", s.groups * _cdiv(depth, mr) * mr * kg * item))
         out.append((f"im2col pieces of {what}, their gradients and packing buffers "
                     f"({on_threads})", nt * per))
@@ -352,16 +357,16 @@ def _cpp_backward(s, threads: int, item: int) -> list[tuple[str, int]]:
             (s.dilation[0] * (s.kh - 1) - top, s.dilation[1] * (s.kw - 1) - left), s.dilation,
             s.groups, (h, w), np.dtype(s.dtype).name, threads), item)
     if direct:
-        out.append((f"padded copies of {step} image{'s' if step > 1 else ''} and its gradient "
+        out.append((f"padded copies of {_count(step, 'image')} and its gradient "
                     f"({on_threads})", nt * direct_copies))
         return out
     chunk, slices = plan["chunk"], plan["slices"]
-    out.append((f"im2col and gradient of {chunk} image{'s' if chunk > 1 else ''}",
+    out.append((f"im2col and gradient of {_count(chunk, 'image')}",
                 chunk * (taps_all + s.k) * pixels * item))
     if slices > 1:
         out.append((f"partial grad weights ({slices} slices of the pixels)",
                     slices * kg * depth * item))
-    out.append((f"packing buffers ({threads} thread{'s' if threads > 1 else ''})",
+    out.append((f"packing buffers ({_count(threads, 'thread')})",
                 threads * gemm_ws))
     return out
 
@@ -385,7 +390,7 @@ def _cpp(kernel, op, s, threads, item) -> list[tuple[str, int]]:
             units = s.n * s.groups * _gemm_split_units(kg, pixels, threads, item, mr, nr)
             nt = _threads_for(s.n * s.k * cg * pixels, units, threads)
             per = _gemm_workspace(item, mr, nr)
-            out.append((f"packing buffers ({nt} thread{'s' if nt > 1 else ''})", nt * per))
+            out.append((f"packing buffers ({_count(nt, 'thread')})", nt * per))
         else:  # direct: one output row per thread
             out.append(("row accumulators", threads * s.ow * item))
     elif op == "conv2d_backward":
@@ -415,27 +420,27 @@ def _numba(op, s, threads, item) -> list[tuple[str, int]]:
         hp = (s.oh - 1) * s.stride[0] + (s.kh - 1) * s.dilation[0] + 1
         wp = (s.ow - 1) * s.stride[1] + (s.kw - 1) * s.dilation[1] + 1
         span = (s.oh - 1) * wp + s.ow if s.stride == (1, 1) else s.ow
-        out.append((f"padded planes ({nt} thread{'s' if nt > 1 else ''})",
+        out.append((f"padded planes ({_count(nt, 'thread')})",
                     nt * (hp * wp + span) * item))
     elif op == "conv2d" and numba_backend.few_filters(s):
         hp, wp = s.oh + (s.kh - 1) * s.dilation[0], s.ow + (s.kw - 1) * s.dilation[1]
         span = -(-((s.oh - 1) * wp + s.ow) // 32) * 32
         per = s.c * hp * wp + 5 * span + (s.k + 4) * (s.c // s.groups) * s.kh * (s.kw + 3)
-        out.append((f"padded images and filter rows ({nt} thread{'s' if nt > 1 else ''})",
+        out.append((f"padded images and filter rows ({_count(nt, 'thread')})",
                     nt * per * item))
     elif op in ("conv2d", "conv2d_backward"):
         if op == "conv2d":
             q = numba_backend.unfold_width(s) if s.padding_mode == "zeros" else s.ow
             rows = numba_backend.gemm_rows(s.n, s.oh, q, ckk, nt)
             per = (ckk + s.k) * rows * q * item
-            out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
+            out.append((f"column blocks ({_count(nt, 'thread')} x {rows} output "
                         "rows)", nt * per))
         else:
             rows = numba_backend.backward_rows(numba_backend.gemm_rows(s.n, s.oh, s.ow, ckk, nt),
                                                s.kh, s.dilation[0], s.stride[0])
             kg, cgkk = s.k // s.groups, (s.c // s.groups) * s.kh * s.kw
             per = ((2 * ckk + s.k) * rows * s.ow + kg * cgkk) * item
-            out.append((f"column blocks ({nt} thread{'s' if nt > 1 else ''} x {rows} output "
+            out.append((f"column blocks ({_count(nt, 'thread')} x {rows} output "
                         "rows)", nt * per))
             out.append(("per-thread weight gradients", nt * s.k * cgkk * item))
             if any(s.pads):

@@ -152,12 +152,12 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
                 by_name[name].error = f"{type(exc).__name__}: {exc}"
                 del live[name]
         tick()
-    for name in live:  # a watched winner may have been tuned again (fastconv._tuning.watch)
-        if name in ops.AUTO and (path := ops.auto_choice(op, layer, a, name)) != by_name[name].path:
-            notes.append(f"{op} {layer.name}: {name} ran {by_name[name].path} at first, "
-                         f"then {path}, tuned again when its calls ran slower than the "
-                         f"runner-up had")
-            by_name[name].path = path
+    name = "autotuned"  # its watched winner may have been tuned again (fastconv._tuning.watch)
+    if name in live and (path := ops.auto_choice(op, layer, a, name)) != by_name[name].path:
+        notes.append(f"{op} {layer.name}: {name} ran {by_name[name].path} at first, "
+                     f"then {path}, tuned again when its calls ran slower than the "
+                     f"runner-up had")
+        by_name[name].path = path
     return cells, notes
 
 
