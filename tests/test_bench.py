@@ -54,8 +54,8 @@ def test_spread_is_iqr_over_median():
     assert report.spread([1.0, 2.0, 3.0, 4.0, 5.0]) == pytest.approx(2 / 3)
 
 
-def _cell(layer="tiny", contender="cpp", times=(1e-3, 1.1e-3, 1.2e-3), op="conv2d"):
-    return Cell(op, layer, contender, work=1e-3, unit=ops.unit(op), times=list(times))
+def _cell(layer="tiny", contender="cpp", times=(1e-3, 1.1e-3, 1.2e-3), op="conv2d", **kw):
+    return Cell(op, layer, contender, work=1e-3, unit=ops.unit(op), times=list(times), **kw)
 
 
 def test_noise_figure_is_the_typical_spread_and_names_the_worst_cell():
@@ -92,6 +92,27 @@ def test_auto_is_rated_by_the_rounds_ratios_to_the_fastest_backend():
     assert "within 10% of the fastest on 0 of 1" in report.format_auto("conv2d", [numba, slow])
     # samples that do not pair up (a contender failed mid-run): ratio of medians
     assert report.paired_ratio(_cell(times=[2.0, 2.0]), numba) == pytest.approx(2.0)
+
+
+def test_auto_is_rated_by_its_interleaved_ratio_to_the_backend_it_ran():
+    numba = _cell(contender="numba", times=[1.0, 1.0, 1.5])
+    cpp = _cell(contender="cpp", times=[1.2, 1.3, 1.5])  # 1.2, 1.3 and 1.0 numba's
+    auto = _cell(contender="auto", times=[1.5, 1.5, 2.25], path="cpp/gemm", against="cpp",
+                 ab=[1.01, 1.03, 0.99])
+    by = {c.contender: c for c in (numba, cpp, auto)}
+    assert report.auto_ratio(auto, cpp, by) == pytest.approx(1.01)
+    assert report.auto_ratio(auto, numba, by) == pytest.approx(1.01 * 1.2)
+    auto.ab = []  # not interleaved: its own rounds' ratios
+    assert report.auto_ratio(auto, numba, by) == pytest.approx(1.5)
+    assert "worst 1.01x" in report.format_auto("conv2d", [
+        cpp, _cell(contender="auto", times=[9.0] * 3, path="cpp", against="cpp", ab=[1.01])])
+
+
+def test_interleave_alternates_the_calls_and_which_goes_first():
+    calls = []
+    fake = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
+    ratios = runner.interleave(fake["a"], "cpp", fake["b"], 2, 0.0)
+    assert "".join(calls) == "abab" + "baba" and len(ratios) == 2 and all(r > 0 for r in ratios)
 
 
 # ------------------------------------------------------- JSON and compare
@@ -203,7 +224,7 @@ def test_progress_falls_back_to_a_plain_line_without_tqdm(monkeypatch):
 @pytest.mark.parametrize("op", ops.OPS)
 def test_measure_layer_times_every_contender_and_checks_it(op):
     layer = ops.stand_in(ops.table(op)[-1])
-    names, _ = ops.backends_for(op)
+    names = ops.backends_for(op)[0] + list(ops.AUTO)
     suite = runner.Suite(2, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
     ticks = []
     cells, notes = runner.measure_layer(op, layer, np.float32, names, None, suite,
@@ -211,7 +232,10 @@ def test_measure_layer_times_every_contender_and_checks_it(op):
     assert [c.contender for c in cells] == names + (["textbook"] if op in
                                                     ops.TEXTBOOK_OPS else [])
     assert all(len(c.times) == 2 and not c.error for c in cells), cells
-    assert len(ticks) == 3 and notes == []
+    for c in cells:  # auto contenders also timed against the backend they ran
+        assert (c.against, len(c.ab)) == ((c.path.split("/")[0], 2) if c.path else ("", 0))
+    assert all(r > 0 for c in cells for r in c.ab)
+    assert len(ticks) == 4 and notes == []
 
 
 def test_measure_layer_notes_an_autotuned_pick_that_changed(monkeypatch):

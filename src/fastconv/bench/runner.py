@@ -10,6 +10,13 @@ round by round spreads any load the machine picks up over all of them, so their
 ratios stay fair on a shared machine; every other round runs them in reverse
 order, so that no contender always follows the same one. A cell's median and
 min are over its samples, its noise the spread of them (see `report`).
+
+Samples a second apart, even of the same code, differ by 10-50% here on calls
+under a millisecond: too much to tell whether auto is within 10% of the fastest
+backend. So after the rounds each auto contender is also timed against the
+backend it ran, their calls alternating one by one (`interleave`), and the
+report rates it by that ratio times its backend's against the fastest (see
+`report.auto_ratio`).
 """
 
 from __future__ import annotations
@@ -103,11 +110,32 @@ def _per_call(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter() - start) / calls
 
 
+def interleave(call: Callable[[], object], name: str, base: Callable[[], object],
+               samples: int, sample_time: float) -> list[float]:
+    """Per sample, the time of `call` (the contender `name`, in its state) over that of
+    `base`: their calls alternate one by one, so both meet the same machine; which goes
+    first alternates between samples. A sample lasts at least `sample_time`, and at
+    least two calls of each."""
+    ratios = []
+    for s in range(samples):
+        spent, pairs, start = [0.0, 0.0], 0, time.perf_counter()
+        while pairs < 2 or time.perf_counter() - start < sample_time:
+            for i in ((0, 1) if s % 2 == 0 else (1, 0)):
+                with ops.contender_state(name) if i == 0 else contextlib.nullcontext():
+                    t = time.perf_counter()
+                    (call if i == 0 else base)()
+                    spent[i] += time.perf_counter() - t
+            pairs += 1
+        ratios.append(spent[0] / spent[1])
+    return ratios
+
+
 def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
                   tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
     """(one cell per contender, notes on contenders that do not run this layer
     and on autotuning that changed its pick during the rounds). Calls `tick`
-    once after the checks and once per round."""
+    once after the checks, once per round and once after the auto contenders'
+    interleaved timings."""
     with _tuning.scratch():  # autotuning starts afresh on each layer, in memory only
         return _measure_layer(op, layer, dtype, backends, torch, suite, tick)
 
@@ -158,6 +186,18 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
                      f"then {path}, tuned again when its calls ran slower than the "
                      f"runner-up had")
         by_name[name].path = path
+    for name in ops.AUTO:
+        cell = by_name.get(name)
+        if name not in live or (base := cell.path.split("/")[0]) not in live:
+            continue
+        time.sleep(suite.settle)
+        try:
+            cell.ab = interleave(live[name][0], name, live[base][0], suite.rounds,
+                                 suite.sample_time / 2)
+            cell.against = base
+        except Exception as exc:
+            cell.error = f"{type(exc).__name__}: {exc}"
+    tick()
     return cells, notes
 
 
@@ -357,7 +397,7 @@ def main(args) -> int:
             header["limits"] = lim.to_dict()
             print(lim.describe())
             sys.stdout.flush()
-            progress = Progress(sum(len(ls) for ls in chosen.values()) * (suite.rounds + 1))
+            progress = Progress(sum(len(ls) for ls in chosen.values()) * (suite.rounds + 2))
             try:
                 for op, layers in chosen.items():
                     for layer in layers:
