@@ -257,6 +257,35 @@ def test_measure_layer_notes_an_autotuned_pick_that_changed(monkeypatch):
                      "tuned again when its calls ran slower than the runner-up had"]
 
 
+def test_an_autotuned_pick_changed_during_its_interleaved_timing_is_timed_again(monkeypatch):
+    monkeypatch.setattr(_tuning, "WATCH_FROM", 0.0)
+    picks = itertools.chain(["numpy"], itertools.repeat("cpp"))
+
+    def measure(candidates, run, spinners=None):
+        labels = [label for label, _ in candidates]
+        return labels.index(next(picks)), dict.fromkeys(labels, 1e-9)
+
+    monkeypatch.setattr(_tuning, "measure", measure)
+    against = []
+    interleave = runner.interleave
+
+    def recording(call, name, base, samples, sample_time):
+        against.append(base)
+        return interleave(call, name, base, samples, sample_time)
+
+    monkeypatch.setattr(runner, "interleave", recording)
+    layer = ops.stand_in(ops.table("max_pool2d")[-1])
+    rounds = _tuning.SLOW_LOOKS * _tuning.WATCH_CALLS  # the re-tune falls after the rounds
+    suite = runner.Suite(rounds, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
+    cells, notes = runner.measure_layer("max_pool2d", layer, np.float32,
+                                        ["cpp", "numpy", "autotuned"], None, suite)
+    by = {c.contender: c for c in cells}
+    assert len(against) == 2 and against[0] is not against[1]  # numpy's calls, then cpp's
+    tuned = by["autotuned"]
+    assert (tuned.path, tuned.against, len(tuned.ab)) == ("cpp", "cpp", rounds)
+    assert len(notes) == 1 and "ran numpy at first, then cpp" in notes[0]
+
+
 def test_rounds_alternate_the_contenders_order(monkeypatch):
     calls = []
     fake = {name: (lambda name=name: calls.append(name) or np.zeros(1)) for name in "abc"}

@@ -180,23 +180,33 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
                 by_name[name].error = f"{type(exc).__name__}: {exc}"
                 del live[name]
         tick()
-    name = "autotuned"  # its watched winner may have been tuned again (fastconv._tuning.watch)
-    if name in live and (path := ops.auto_choice(op, layer, a, name)) != by_name[name].path:
-        notes.append(f"{op} {layer.name}: {name} ran {by_name[name].path} at first, "
-                     f"then {path}, tuned again when its calls ran slower than the "
-                     f"runner-up had")
-        by_name[name].path = path
-    for name in ops.AUTO:
-        cell = by_name.get(name)
-        if name not in live or (base := cell.path.split("/")[0]) not in live:
-            continue
-        time.sleep(suite.settle)
-        try:
-            cell.ab = interleave(live[name][0], name, live[base][0], suite.rounds,
-                                 suite.sample_time / 2)
+    def tuned_again(name: str) -> bool:
+        """Whether autotuning's watched winner was tuned again to another path since
+        it was read (see fastconv._tuning.watch): then it is noted and taken."""
+        cell = by_name[name]
+        if name != "autotuned" or (path := ops.auto_choice(op, layer, a, name)) == cell.path:
+            return False
+        notes.append(f"{op} {layer.name}: {name} ran {cell.path} at first, then {path}, "
+                     f"tuned again when its calls ran slower than the runner-up had")
+        cell.path = path
+        return True
+
+    for name in (n for n in ops.AUTO if n in live):
+        cell = by_name[name]
+        tuned_again(name)
+        for _ in range(2):  # once more if it was tuned again meanwhile (once at most)
+            if (base := cell.path.split("/")[0]) not in live:
+                break
+            time.sleep(suite.settle)
+            try:
+                cell.ab = interleave(live[name][0], name, live[base][0], suite.rounds,
+                                     suite.sample_time)
+            except Exception as exc:
+                cell.error = f"{type(exc).__name__}: {exc}"
+                break
             cell.against = base
-        except Exception as exc:
-            cell.error = f"{type(exc).__name__}: {exc}"
+            if not tuned_again(name):
+                break
     tick()
     return cells, notes
 
