@@ -191,10 +191,10 @@ def format_auto(op: str, cells: list[Cell]) -> str:
     head = (f"{'layer':<15} {'fastest':<6} {'median':>10}  "
             + "  ".join(f"{a + ' (x fastest)':<19}" for a in present)
             + f" {'1st tuned':>10}")
-    lines = [f"{op}: auto against the fastest backend of each layer (time relative to it: "
-             f"to the backend it ran, their calls interleaved, times that backend's to the "
-             f"fastest, the median of the rounds' ratios; < {1 + AUTO_SLACK:.2f}x is the "
-             f"aim); '1st tuned' is the first autotuned call, timing every candidate",
+    lines = [f"{op}: auto against the fastest backend of each layer (its time relative to "
+             f"the backend it ran, their calls interleaved, times that backend's to the "
+             f"fastest over the rounds; < {1 + AUTO_SLACK:.2f}x is the aim); '1st tuned' is "
+             f"the first autotuned call, timing every candidate",
              head, "-" * len(head), *rows]
     lines += [f"{a}: within {AUTO_SLACK:.0%} of the fastest on {within[a]} of {layers} layers, "
               f"worst {worst[a][0]:.2f}x on {worst[a][1]}" for a in present]

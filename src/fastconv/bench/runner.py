@@ -133,7 +133,7 @@ def interleave(call: Callable[[], object], name: str, base: Callable[[], object]
 def measure_layer(op: str, layer, dtype, backends, torch, suite: Suite,
                   tick: Callable[[], None] = lambda: None) -> tuple[list[Cell], list[str]]:
     """(one cell per contender, notes on contenders that do not run this layer
-    and on autotuning that changed its pick during the rounds). Calls `tick`
+    and on autotuning that changed its pick while it was timed). Calls `tick`
     once after the checks, once per round and once after the auto contenders'
     interleaved timings."""
     with _tuning.scratch():  # autotuning starts afresh on each layer, in memory only
@@ -180,6 +180,7 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
                 by_name[name].error = f"{type(exc).__name__}: {exc}"
                 del live[name]
         tick()
+
     def tuned_again(name: str) -> bool:
         """Whether autotuning's watched winner was tuned again to another path since
         it was read (see fastconv._tuning.watch): then it is noted and taken."""
