@@ -461,9 +461,11 @@ def test_only_winners_of_a_millisecond_or_more_with_a_runner_up_are_watched():
 
 def _pretend_tuned(seconds):
     """Replace the one tuning in memory by numpy's, said to take `seconds` per
-    call, as does the runner-up; the signature's (op, spec, threads)."""
+    call, as does the runner-up, already looked at twice (no second look
+    comes); the signature's (op, spec, threads)."""
     (key, _), = _tuning._current().memory.items()
-    _tuning.record(*key, _tuning.Tuned("numpy", None, {"numpy": seconds, "cpp": seconds}, 0.0))
+    _tuning.record(*key, _tuning.Tuned("numpy", None, {"numpy": seconds, "cpp": seconds}, 0.0,
+                                       tunings=2))
     return key
 
 
@@ -480,6 +482,7 @@ def test_a_winner_slower_than_the_runner_up_was_is_tuned_again(tuning, tunes, mo
     assert len(tunes) == 1 and _tuning.rechecks(*key) == 1
     _close(fc.conv2d(X, W), want)  # the next call times the candidates again
     assert len(tunes) == 2 and _tuning.lookup(*key).seconds["numpy"] > 1e-9
+    assert _tuning.lookup(*key).tunings == 3  # counted, not merged: the calls outvoted it
     assert "1 more time" in fc.explain("conv2d", X, W).autotune
     # at most RECHECKS times; then its calls are no longer timed
     for _ in range(_tuning.RECHECKS):
@@ -518,3 +521,57 @@ def test_watch_re_tunes_after_slow_looks_in_a_row_not_counting_the_first():
             _tuning.watch("conv2d", spec, 1, tuned, slow)
         assert _tuning.rechecks("conv2d", spec, 1) == 1
         assert _tuning.lookup("conv2d", spec, 1) is None
+
+
+def test_a_first_tuning_with_a_runner_up_is_looked_at_again_after_a_while():
+    after = [_tuning.Tuned("cpp", None, {"cpp": t, "numba": 1.0}, 0.1).second_look_in
+             for t in (1e-3, _tuning.SECOND_LOOK_AFTER, 1.0)]
+    assert after == [math.ceil(_tuning.SECOND_LOOK_AFTER / 1e-3), 1, 1]
+    assert _tuning.Tuned("cpp", None, {"cpp": 1e-3, "numba": 2e-3}, 0.1,
+                         tunings=2).second_look_in == 0
+    assert _tuning.Tuned("cpp", None, {"cpp": 1e-3, "numba": math.inf}, 0.1).second_look_in == 0
+    assert _tuning.Tuned("cpp", None, {}, 0.0).second_look_in == 0
+
+
+def test_the_second_look_ranks_by_both_tunings(tuning, monkeypatch):
+    # the first tuning times cpp in a slow stretch (4 ms) and picks numpy (2 ms);
+    # the second times cpp at 0.5 ms: together 1.4 ms against numpy's 2
+    timings = iter([{"cpp/gemm": 4e-3, "numpy": 2e-3}, {"cpp/gemm": 5e-4, "numpy": 2e-3}])
+
+    def measure(candidates, run, spinners=None):
+        labels = [label for label, _ in candidates]
+        seconds = dict.fromkeys(labels, math.inf) | next(timings)
+        return min(range(len(labels)), key=lambda i: seconds[labels[i]]), seconds
+
+    monkeypatch.setattr(_tuning, "measure", measure)
+    want = fc.conv2d(X, W, backend="numpy")
+    _close(fc.conv2d(X, W), want)
+    plan = fc.explain("conv2d", X, W)
+    key = ("conv2d", plan.spec, plan.threads)
+    first = _tuning.lookup(*key)
+    assert first.backend == "numpy" and first.tunings == 1
+    assert "timed again after" in plan.autotune
+    assert first.second_look_in == math.ceil(_tuning.SECOND_LOOK_AFTER / 2e-3) - 1
+    for _ in range(first.second_look_in):
+        _close(fc.conv2d(X, W), want)
+    assert _tuning.lookup(*key, load=False) is None  # forgotten: the next call tunes
+    _close(fc.conv2d(X, W), want)
+    second = _tuning.lookup(*key)
+    assert (second.backend, second.kernel, second.tunings) == ("cpp", "gemm", 2)
+    assert second.seconds["cpp/gemm"] == pytest.approx(math.sqrt(4e-3 * 5e-4))
+    assert second.seconds["numpy"] == pytest.approx(2e-3)
+    assert second.tuning_seconds > first.tuning_seconds and second.second_look_in == 0
+    assert "ranked by 2 tunings" in fc.explain("conv2d", X, W).autotune
+    # what the file keeps: both tunings' ranking, counted
+    entry = fc.tuning_cache().entries[_tuning.signature(*key)]
+    assert (entry.label, entry.tunings) == ("cpp/gemm", 2)
+
+
+def test_tunings_round_trip_through_the_file_and_old_entries_count_one():
+    tuned = _tuning.Tuned("cpp", "gemm", {"cpp/gemm": 1e-3, "numba": 2e-3}, 0.1, tunings=2)
+    assert _tuning.Tuned.from_json(tuned.to_json()).tunings == 2
+    old = {k: v for k, v in tuned.to_json().items() if k != "tunings"}
+    assert _tuning.Tuned.from_json(old).tunings == 1
+    for bad in (0, True, "2"):
+        with pytest.raises(ValueError):
+            _tuning.Tuned.from_json(tuned.to_json() | {"tunings": bad})

@@ -106,6 +106,10 @@ def test_auto_is_rated_by_its_interleaved_ratio_to_the_backend_it_ran():
     assert report.auto_ratio(auto, numba, by) == pytest.approx(1.5)
     assert "worst 1.01x" in report.format_auto("conv2d", [
         cpp, _cell(contender="auto", times=[9.0] * 3, path="cpp", against="cpp", ab=[1.01])])
+    tuned = _cell(contender="autotuned", times=[1.2] * 3, path="cpp", against="cpp", ab=[1.0],
+                  first=0.5, tuning=1.5, tunings=2)
+    row = report.format_auto("conv2d", [cpp, tuned]).splitlines()[3]
+    assert row.endswith("500.00 ms    1.500 s (2)")
 
 
 def test_interleave_alternates_the_calls_and_which_goes_first():
@@ -235,6 +239,8 @@ def test_measure_layer_times_every_contender_and_checks_it(op):
     for c in cells:  # auto contenders also timed against the backend they ran
         assert (c.against, len(c.ab)) == ((c.path.split("/")[0], 2) if c.path else ("", 0))
     assert all(r > 0 for c in cells for r in c.ab)
+    tuned = cells[names.index("autotuned")]  # every op has candidates to time here
+    assert tuned.tunings >= 1 and tuned.tuning > 0
     assert len(ticks) == 4 and notes == []
 
 

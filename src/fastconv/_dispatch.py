@@ -241,6 +241,10 @@ def run(op: str, spec, backend: str, execute):
         if tuned is None or tuned.impl is None:
             tuned = _autotuned(op, spec, threads, execute)
         impl = tuned.impl
+        if tuned.second_look_in:  # a first tuning: tuned again after a while
+            tuned.second_look_in -= 1
+            if tuned.second_look_in <= 0:
+                _tuning.second_look(op, spec, threads, tuned)
         if tuned.recheck_above:  # the winner's calls are watched (_tuning.watch)
             start = time.perf_counter()
             result = _execute(impl, op, execute)
@@ -417,6 +421,13 @@ def plan(op: str, spec, backend: str, out_shape, copies=()) -> Plan:
                             for label, sec in sorted(tuned.seconds.items(), key=lambda kv: kv[1])
                             if label != tuned.label]
                 autotune = f"on; this signature was timed ({tuned.source})"
+                if tuned.tunings > 1:
+                    autotune += (f", ranked by {tuned.tunings} tunings (geometric mean of "
+                                 f"their times)")
+                elif tuned.second_look_in:
+                    autotune += (f"; timed again after {tuned.second_look_in} more calls "
+                                 f"(about {_time(_tuning.SECOND_LOOK_AFTER)} of them), ranked "
+                                 f"by both tunings")
                 if again := _tuning.rechecks(op, spec, threads):
                     autotune += (f", {_rules._count(again, 'more time')} after the "
                                  "winner's calls ran slower than the runner-up's time")

@@ -46,6 +46,14 @@ WATCH_CALLS) is over RECHECK_ABOVE times the runner-up's time, SLOW_LOOKS
 looks in a row, the tuning is forgotten and the next call times the
 candidates again, RECHECKS times per signature and process at most (see
 watch()).
+The watch cannot see a runner-up that was timed in a slow stretch: in one
+bench run cpp's conv2d of lenet_c1 ran 228-527 us a sample, and the tuning
+picked Numba (1.89x slower than cpp's fast stretches). So a first tuning with
+a runner-up is looked at once more, after SECOND_LOOK_AFTER seconds of its
+winner's calls: the signature is tuned again, and the candidates are ranked by
+the geometric mean of their times in both tunings (second_look()). The
+count of tunings is kept in the file, so a second look happens once per
+signature, in whichever process gets there.
 
 Candidates (fastconv._rules.candidates): every available backend that runs
 the call; for cpp's conv2d, each kernel that applies ("gemm", "1x1" for
@@ -97,6 +105,7 @@ WATCH_LOOK = 0.05  # seconds of calls per look, at least 3 calls
 SLOW_LOOKS = 2  # looks in a row over RECHECK_ABOVE that re-tune (the first look is skipped)
 RECHECK_ABOVE = 1.1  # re-tune when the winner's calls take this times the runner-up's time
 RECHECKS = 1  # re-tunings per signature and process at most
+SECOND_LOOK_AFTER = 0.25  # seconds of a first tuning's winner's calls, then it is tuned again
 
 
 class TuningCacheWarning(UserWarning):
@@ -127,8 +136,10 @@ def autotune(enabled: bool | None = None) -> bool:
     When on, the first call of each signature (op, shapes, stride, padding,
     dilation, groups, dtype, thread count...) times every backend and kernel
     that can run it and runs the fastest; the winner is remembered, on disk
-    too (see tuning_cache()). When a winner's calls of a millisecond or more
-    then run 10% slower than the runner-up did when timed, the next call
+    too (see tuning_cache()). After SECOND_LOOK_AFTER seconds (a quarter
+    of a second) of the winner's calls, the candidates are timed once more
+    and ranked by both timings. When a winner's calls of a millisecond or
+    more run 10% slower than the runner-up did when timed, the next call
     times the candidates again (once per signature and process). The
     default is FASTCONV_AUTOTUNE (1 for on).
     """
@@ -203,9 +214,10 @@ class Tuned:
     backend: str
     kernel: str | None
     seconds: dict[str, float]  # candidate label ("cpp/gemm", "numba", ...) -> seconds per call
-    tuning_seconds: float  # what timing the candidates cost (warm-ups and rounds)
+    tuning_seconds: float  # what timing the candidates cost (warm-ups and rounds), every tuning
     when: str = ""
     source: str = "measured"  # or "cache file"
+    tunings: int = 1  # how many tunings `seconds` combines (see second_look())
     impl: object = field(default=None, repr=False, compare=False)  # what runs it, not saved
     # the winner's calls are timed (see watch()) when they take WATCH_FROM or
     # more and a runner-up was timed: re-tune above this many seconds a call
@@ -214,6 +226,8 @@ class Tuned:
     look_calls: int = field(default=WATCH_CALLS, init=False, repr=False, compare=False)
     looks: int = field(default=0, init=False, repr=False, compare=False)
     slow_looks: int = field(default=0, init=False, repr=False, compare=False)  # in a row
+    # calls left before a first tuning with a runner-up is tuned again; 0: none
+    second_look_in: int = field(default=0, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         own = self.seconds.get(self.label, math.inf)
@@ -222,6 +236,8 @@ class Tuned:
         if WATCH_FROM <= own < math.inf and runner_up < math.inf:
             self.recheck_above = RECHECK_ABOVE * runner_up
             self.look_calls = max(3, min(WATCH_CALLS, math.ceil(WATCH_LOOK / own)))
+        if self.tunings < 2 and 0 < own < math.inf and runner_up < math.inf:
+            self.second_look_in = max(1, math.ceil(SECOND_LOOK_AFTER / own))
 
     @property
     def label(self) -> str:
@@ -229,7 +245,8 @@ class Tuned:
 
     def to_json(self) -> dict:
         return {"backend": self.backend, "kernel": self.kernel, "seconds": self.seconds,
-                "tuning_seconds": self.tuning_seconds, "when": self.when}
+                "tuning_seconds": self.tuning_seconds, "when": self.when,
+                "tunings": self.tunings}
 
     @classmethod
     def from_json(cls, d) -> Tuned:
@@ -240,8 +257,11 @@ class Tuned:
                         for k, v in d["seconds"].items())
                 and isinstance(d.get("tuning_seconds"), (int, float))):
             raise ValueError("an entry is not {backend, kernel, seconds, tuning_seconds}")
+        tunings = d.get("tunings", 1)
+        if not isinstance(tunings, int) or isinstance(tunings, bool) or tunings < 1:
+            raise ValueError("an entry's tunings is not a positive integer")
         return cls(d["backend"], d["kernel"], dict(d["seconds"]), float(d["tuning_seconds"]),
-                   str(d.get("when", "")), "cache file")
+                   str(d.get("when", "")), "cache file", tunings)
 
 
 @dataclass
@@ -251,6 +271,7 @@ class _Store:
     memory: dict = field(default_factory=dict)  # (op, spec, threads) -> Tuned
     disk: dict = field(default_factory=dict)  # signature -> Tuned, as read from the file
     rechecks: dict = field(default_factory=dict)  # (op, spec, threads) -> re-tunings so far
+    earlier: dict = field(default_factory=dict)  # (op, spec, threads) -> (Tuned, merge it?)
 
 
 def _file_for(machine_key: dict) -> Path:
@@ -411,6 +432,27 @@ def watch(op: str, spec, threads: int, tuned: Tuned, seconds: float) -> None:
             return
         store.rechecks[key] = done + 1
         forget(op, spec, threads)
+        store.earlier[key] = (tuned, False)  # the new tuning stands alone
+
+
+def second_look(op: str, spec, threads: int, tuned: Tuned) -> None:
+    """Forget a first tuning after SECOND_LOOK_AFTER seconds of its winner's
+    calls, so that the next call tunes again; tune() then ranks the candidates
+    by the geometric mean of both tunings' times.
+
+    Why: a tuning is a snapshot under a second long, and this machine's speed
+    swings in stretches of seconds. In one bench run cpp's conv2d of lenet_c1
+    ran 228-527 us a sample, and the tuning, timing it in a slow stretch,
+    picked Numba (1.89x); the watch cannot see a runner-up timed too slow."""
+    key = (op, spec, threads)
+    tuned.second_look_in = 0
+    with _lock:
+        store = _scratch or _store
+        if store is None or store.memory.get(key) is not tuned:  # concurrent calls
+            return
+        store.memory.pop(key, None)
+        store.disk.pop(signature(op, spec, threads), None)
+        store.earlier[key] = (tuned, True)
 
 
 def rechecks(op: str, spec, threads: int) -> int:
@@ -555,9 +597,21 @@ def tune(op: str, spec, threads: int, candidates, run, spinners=None) -> tuple[i
     start = time.perf_counter()
     winner, seconds = measure([(label, impl) for label, _, _, impl in candidates], run,
                               spinners)
+    spent, tunings = time.perf_counter() - start, 1
+    with _lock:
+        store = _scratch or _store
+        earlier, merge = (None, False) if store is None else \
+            store.earlier.pop((op, spec, threads), (None, False))
+    if earlier is not None:
+        tunings += earlier.tunings
+        spent += earlier.tuning_seconds
+        if merge:
+            seconds = {label: math.sqrt(t * earlier.seconds[label])
+                       if label in earlier.seconds else t for label, t in seconds.items()}
+            winner = min(range(len(candidates)), key=lambda i: seconds[candidates[i][0]])
     label, name, kernel, _ = candidates[winner]
-    tuned = Tuned(name, kernel, seconds, time.perf_counter() - start,
-                  datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    tuned = Tuned(name, kernel, seconds, spent,
+                  datetime.now(timezone.utc).isoformat(timespec="seconds"), tunings=tunings)
     return winner, tuned
 
 

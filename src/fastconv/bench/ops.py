@@ -167,6 +167,14 @@ def auto_choice(op: str, layer, a: dict, contender: str) -> str:
         return fc.explain(op, *args, **kw).path
 
 
+def tuning_cost(op: str, layer, a: dict) -> tuple[float, int] | None:
+    """(seconds, count) of the tunings of autotuned's signature so far, or None."""
+    args, kw = _fc_args(op, layer, a)
+    with _autotuning(True):
+        tuned = fc.explain(op, *args, **kw).tuned
+    return None if tuned is None else (tuned.tuning_seconds, tuned.tunings)
+
+
 def _textbook_call(op: str, layer, a: dict) -> Callable[[], object]:
     if op == "conv2d":
         return lambda: textbook.grouped_conv2d(a["x"], a["w"], None, layer.stride,

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import fastconv as fc
 
+from .. import _tuning
 from . import ops
 
 FORMAT = "fastconv-bench/1"
@@ -30,6 +31,8 @@ class Cell:
     error: str = ""  # how the result differed from the reference, or why it failed
     first: float | None = None  # seconds of the first call (JIT compiles, autotuning)
     path: str = ""  # what an auto contender ran ("cpp/gemm", "numba"...)
+    tunings: int = 0  # autotuned: how often the layer was tuned (first call, second look...)
+    tuning: float | None = None  # autotuned: seconds all those tunings cost
     against: str = ""  # the backend an auto contender was interleaved with
     ab: list[float] = field(default_factory=list)  # its time over against's, per sample
 
@@ -183,18 +186,22 @@ def format_auto(op: str, cells: list[Cell]) -> str:
             parts.append(f"{c.path:<12} {ratio:>5.2f}x")
         tuned = by.get("autotuned")
         first = fmt_time(tuned.first) if tuned and tuned.first is not None else "-"
+        every = (f"{fmt_time(tuned.tuning)} ({tuned.tunings})"
+                 if tuned and tuned.tuning is not None else "-")
         rows.append(f"{name:<15} {best.contender:<6} {fmt_time(best.median):>10}  "
-                    + "  ".join(f"{p:<19}" for p in parts) + f" {first:>10}")
+                    + "  ".join(f"{p:<19}" for p in parts) + f" {first:>10} {every:>14}")
     if not rows:
         return ""
     present = [a for a in ops.AUTO if a in worst]
     head = (f"{'layer':<15} {'fastest':<6} {'median':>10}  "
             + "  ".join(f"{a + ' (x fastest)':<19}" for a in present)
-            + f" {'1st tuned':>10}")
+            + f" {'1st tuned':>10} {'all tunings':>14}")
     lines = [f"{op}: auto against the fastest backend of each layer (its time relative to "
              f"the backend it ran, their calls interleaved, times that backend's to the "
              f"fastest over the rounds; < {1 + AUTO_SLACK:.2f}x is the aim); '1st tuned' is "
-             f"the first autotuned call, timing every candidate",
+             f"the first autotuned call, timing every candidate; 'all tunings' what every "
+             f"tuning of the layer cost (how many: the first, the second look after "
+             f"{_tuning.SECOND_LOOK_AFTER * 1e3:.0f} ms of calls, a re-tune)",
              head, "-" * len(head), *rows]
     lines += [f"{a}: within {AUTO_SLACK:.0%} of the fastest on {within[a]} of {layers} layers, "
               f"worst {worst[a][0]:.2f}x on {worst[a][1]}" for a in present]

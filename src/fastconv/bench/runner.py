@@ -208,6 +208,8 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
             cell.against = base
             if not tuned_again(name):
                 break
+    if "autotuned" in live and (cost := ops.tuning_cost(op, layer, a)) is not None:
+        by_name["autotuned"].tuning, by_name["autotuned"].tunings = cost
     tick()
     return cells, notes
 
