@@ -4,6 +4,7 @@ argument checks and one layer measured end to end. Nothing here asserts a speed.
 import io
 import itertools
 import json
+import math
 import os
 import sys
 
@@ -260,7 +261,26 @@ def test_measure_layer_notes_an_autotuned_pick_that_changed(monkeypatch):
                                         ["cpp", "numpy", "autotuned"], None, suite)
     assert cells[-1].path == "cpp" and not cells[-1].error
     assert notes == [f"max_pool2d {layer.name}: autotuned ran numpy at first, then cpp, "
-                     "tuned again when its calls ran slower than the runner-up had"]
+                     "tuned again (its calls ran slower than the runner-up had)"]
+
+
+def test_measure_layer_notes_a_pick_changed_by_the_second_look(monkeypatch):
+    # first tuning: numpy 1 s a call, cpp 2 s; the second, a second later: cpp 0.1 s
+    timings = iter([{"numpy": 1.0, "cpp": 2.0}, {"numpy": 1.0, "cpp": 0.1}])
+
+    def measure(candidates, run, spinners=None):
+        labels = [label for label, _ in candidates]
+        seconds = dict.fromkeys(labels, math.inf) | next(timings)
+        return min(range(len(labels)), key=lambda i: seconds[labels[i]]), seconds
+
+    monkeypatch.setattr(_tuning, "measure", measure)
+    layer = ops.stand_in(ops.table("max_pool2d")[-1])
+    suite = runner.Suite(2, 0.0, 64, 1, 1 << 20, 1, settle=0.0)
+    cells, notes = runner.measure_layer("max_pool2d", layer, np.float32,
+                                        ["cpp", "numpy", "autotuned"], None, suite)
+    assert (cells[-1].path, cells[-1].tunings) == ("cpp", 2)
+    assert notes == [f"max_pool2d {layer.name}: autotuned ran numpy at first, then cpp, "
+                     "tuned again (its second look)"]
 
 
 def test_an_autotuned_pick_changed_during_its_interleaved_timing_is_timed_again(monkeypatch):

@@ -240,11 +240,11 @@ def run(op: str, spec, backend: str, execute):
         tuned = None if store is None else store.memory.get((op, spec, threads))
         if tuned is None or tuned.impl is None:
             tuned = _autotuned(op, spec, threads, execute)
-        impl = tuned.impl
-        if tuned.second_look_in:  # a first tuning: tuned again after a while
+        elif tuned.second_look_in:  # a first tuning: tuned again after a while
             tuned.second_look_in -= 1
             if tuned.second_look_in <= 0:
                 _tuning.second_look(op, spec, threads, tuned)
+        impl = tuned.impl
         if tuned.recheck_above:  # the winner's calls are watched (_tuning.watch)
             start = time.perf_counter()
             result = _execute(impl, op, execute)

@@ -32,6 +32,7 @@ import numpy as np
 
 import fastconv as fc
 
+from .. import _tuning
 from . import textbook
 from .shapes import CONV_LAYERS, POOL_LAYERS, ConvLayer, PoolLayer
 
@@ -173,6 +174,14 @@ def tuning_cost(op: str, layer, a: dict) -> tuple[float, int] | None:
     with _autotuning(True):
         tuned = fc.explain(op, *args, **kw).tuned
     return None if tuned is None else (tuned.tuning_seconds, tuned.tunings)
+
+
+def rechecks(op: str, layer, a: dict) -> int:
+    """How often autotuning's watch re-tuned the layer's signature (fastconv._tuning.watch)."""
+    args, kw = _fc_args(op, layer, a)
+    with _autotuning(True):
+        plan = fc.explain(op, *args, **kw)
+    return _tuning.rechecks(plan.op, plan.spec, plan.threads)
 
 
 def _textbook_call(op: str, layer, a: dict) -> Callable[[], object]:

@@ -182,13 +182,15 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
         tick()
 
     def tuned_again(name: str) -> bool:
-        """Whether autotuning's watched winner was tuned again to another path since
-        it was read (see fastconv._tuning.watch): then it is noted and taken."""
+        """Whether autotuning moved to another path since it was read (its second
+        look, or its watch; see fastconv._tuning): then it is noted and taken."""
         cell = by_name[name]
         if name != "autotuned" or (path := ops.auto_choice(op, layer, a, name)) == cell.path:
             return False
+        why = ("its calls ran slower than the runner-up had" if ops.rechecks(op, layer, a)
+               else "its second look")
         notes.append(f"{op} {layer.name}: {name} ran {cell.path} at first, then {path}, "
-                     f"tuned again when its calls ran slower than the runner-up had")
+                     f"tuned again ({why})")
         cell.path = path
         return True
 
