@@ -450,8 +450,7 @@ def second_look(op: str, spec, threads: int, tuned: Tuned) -> None:
         store = _scratch or _store
         if store is None or store.memory.get(key) is not tuned:  # concurrent calls
             return
-        store.memory.pop(key, None)
-        store.disk.pop(signature(op, spec, threads), None)
+        forget(op, spec, threads)
         store.earlier[key] = (tuned, True)
 
 
