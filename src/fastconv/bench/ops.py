@@ -160,27 +160,28 @@ def contender_state(name: str):
     return _autotuning(name == "autotuned") if name in AUTO else contextlib.nullcontext()
 
 
+def _plan(op: str, layer, a: dict, contender: str):
+    """explain() of an auto contender's call on `layer`, in that contender's state."""
+    args, kw = _fc_args(op, layer, a)
+    with _autotuning(contender == "autotuned"):
+        return fc.explain(op, *args, **kw)
+
+
 def auto_choice(op: str, layer, a: dict, contender: str) -> str:
     """The path an auto contender runs ("cpp/gemm", "numba"...), as explain() gives it:
     the rules' pick, or with autotuning the winner of its latest timing."""
-    args, kw = _fc_args(op, layer, a)
-    with _autotuning(contender == "autotuned"):
-        return fc.explain(op, *args, **kw).path
+    return _plan(op, layer, a, contender).path
 
 
 def tuning_cost(op: str, layer, a: dict) -> tuple[float, int] | None:
     """(seconds, count) of the tunings of autotuned's signature so far, or None."""
-    args, kw = _fc_args(op, layer, a)
-    with _autotuning(True):
-        tuned = fc.explain(op, *args, **kw).tuned
+    tuned = _plan(op, layer, a, "autotuned").tuned
     return None if tuned is None else (tuned.tuning_seconds, tuned.tunings)
 
 
 def rechecks(op: str, layer, a: dict) -> int:
     """How often autotuning's watch re-tuned the layer's signature (fastconv._tuning.watch)."""
-    args, kw = _fc_args(op, layer, a)
-    with _autotuning(True):
-        plan = fc.explain(op, *args, **kw)
+    plan = _plan(op, layer, a, "autotuned")
     return _tuning.rechecks(plan.op, plan.spec, plan.threads)
 
 
