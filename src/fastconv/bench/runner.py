@@ -197,7 +197,7 @@ def _measure_layer(op, layer, dtype, backends, torch, suite, tick):
     for name in (n for n in ops.AUTO if n in live):
         cell = by_name[name]
         tuned_again(name)
-        for _ in range(2):  # once more if it was tuned again meanwhile (once at most)
+        for _ in range(2):  # once more if it moved to another backend meanwhile
             if (base := cell.path.split("/")[0]) not in live:
                 break
             time.sleep(suite.settle)
